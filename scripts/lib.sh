@@ -1,0 +1,127 @@
+# shellcheck shell=bash
+# Shared helpers for scripts/*.  Sourced, never run.
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+prog=$(basename "$0")
+BUILD_DIR=${BUILD_DIR:-$top/build}
+DEFAULT_PIN=$top/upstream/qemu.conf
+
+die() { echo "$prog: $*" >&2; exit 1; }
+note() { echo "$prog: $*" >&2; }
+
+# Git identity for the commits the tooling makes (base import, git am), so
+# that nothing depends on the user's git configuration.
+export GIT_COMMITTER_NAME="qemu-convert-engine" \
+       GIT_COMMITTER_EMAIL="tooling@invalid" \
+       GIT_COMMITTER_DATE="2000-01-01T00:00:00Z"
+
+# resolve_pin ARG: a pin file path, or a version with upstream/qemu-VER.conf
+resolve_pin() {
+    local a=$1
+    if [ -f "$a" ]; then
+        echo "$a"
+    elif [ -f "$top/upstream/qemu-$a.conf" ]; then
+        echo "$top/upstream/qemu-$a.conf"
+    elif [ -f "$DEFAULT_PIN" ] && [ "$(sed -n 's/^QEMU_VERSION=//p' "$DEFAULT_PIN")" = "$a" ]; then
+        echo "$DEFAULT_PIN"
+    else
+        die "unknown base '$a' (want a pin file, or a version with upstream/qemu-VERSION.conf)"
+    fi
+}
+
+# load_pin CONF: sets QEMU_VERSION etc., and the per-base paths:
+#   out       where patched/ and unpatched/ build directories go
+#   repo      the git repository holding the base as one commit
+#   series    the series directory for this base
+load_pin() {
+    pin=$1
+    # shellcheck source=upstream/qemu.conf
+    . "$pin"
+    if [ "$pin" -ef "$DEFAULT_PIN" ]; then
+        out=$BUILD_DIR
+    else
+        out=$BUILD_DIR/base-$QEMU_VERSION
+    fi
+    repo=$BUILD_DIR/src/qemu-$QEMU_VERSION
+    # shellcheck disable=SC2034 # used by the scripts that source this
+    series_dir=${SERIES_DIR:-$top/patches}
+    # shellcheck disable=SC2034
+    base_tag=base-$QEMU_VERSION
+}
+
+# series_patches DIR: the patch files listed in DIR/series, in order
+series_patches() {
+    local d=$1 name
+    [ -f "$d/series" ] || return 0
+    while read -r name; do
+        case "$name" in ''|'#'*) continue ;; esac
+        echo "$d/$name"
+    done < "$d/series"
+}
+
+# ensure_base_repo [FETCH-ARGS...]: make $repo a git repository whose one
+# commit (tagged $base_tag) is the verified pinned source.
+ensure_base_repo() {
+    local src stamp want
+    src=$("$top/scripts/fetch-qemu" --base "$pin" "$@") || exit 1
+    if [ -d "$src" ]; then
+        want="dir:$src"
+    else
+        want="sha256:$(sha256sum "$src" | cut -d' ' -f1)"
+    fi
+    stamp=$repo/.git/qce-base-source
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] &&
+       git -C "$repo" rev-parse -q --verify "refs/tags/$base_tag" >/dev/null; then
+        return 0
+    fi
+    note "importing $(basename "$src") into $repo as one commit"
+    # Worktrees of an older import would point at a commit that is gone.
+    rm -rf "$repo" "$out/src"
+    mkdir -p "$repo"
+    if [ -d "$src" ]; then
+        tar -C "$src" --exclude=.git -cf - . | tar -C "$repo" -xf -
+    else
+        tar -C "$repo" --strip-components=1 -xf "$src"
+    fi
+    (
+        cd "$repo" || exit 1
+        git init -q -b base
+        git add -A -f
+        GIT_AUTHOR_NAME="QEMU $QEMU_VERSION" GIT_AUTHOR_EMAIL="qemu-devel@nongnu.org" \
+            GIT_AUTHOR_DATE="$GIT_COMMITTER_DATE" \
+            git commit -q -m "QEMU $QEMU_VERSION ($(basename "$src"))"
+        git tag "$base_tag"
+    )
+    echo "$want" > "$stamp"
+}
+
+# ensure_worktree DIR: a detached worktree of $repo at DIR
+ensure_worktree() {
+    local d=$1
+    if [ ! -e "$d/.git" ]; then
+        rm -rf "$d"
+        mkdir -p "$(dirname "$d")"
+        git -C "$repo" worktree prune
+        git -C "$repo" worktree add -q --detach "$d" "$base_tag"
+    fi
+}
+
+# apply_series DIR PATCH...: reset worktree DIR to the base and git am the
+# patches; on a conflict, say which patch and stop.
+apply_series() {
+    local d=$1 p log
+    shift
+    git -C "$d" am --abort >/dev/null 2>&1 || true
+    git -C "$d" checkout -q -f --detach "$base_tag"
+    git -C "$d" clean -q -fdx
+    log=$(mktemp)
+    for p in "$@"; do
+        if ! git -C "$d" am -q --keep-cr "$p" >"$log" 2>&1; then
+            git -C "$d" am --abort >/dev/null 2>&1 || true
+            sed 's/^/    /' "$log" >&2
+            rm -f "$log"
+            die "$(basename "$p") does not apply on QEMU $QEMU_VERSION (with the patches before it applied)"
+        fi
+    done
+    rm -f "$log"
+}
