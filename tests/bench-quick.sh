@@ -1,0 +1,116 @@
+#!/bin/bash
+# scripts/bench --quick must run every quick scenario, verify every copy,
+# count requests on its servers, leave no nbdkit behind (also when it is
+# interrupted), catch a wrong copy, and keep its hands off docs/.
+# Asserts nothing about speed.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+build=${BUILD_DIR:-$top/build}
+failed=0
+passed=0
+ok() { echo "ok - $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL - $1"; failed=$((failed + 1)); }
+# check DESCRIPTION COMMAND...: ok if the command succeeds
+check() { local d=$1; shift; if "$@"; then ok "$d"; else fail "$d"; fi; }
+finish() { echo "bench-quick.sh: $passed passed, $failed failed"; [ $failed = 0 ] && exit 0; exit 1; }
+
+for b in "$build/unpatched/qemu-img" "$build/patched/qemu-img"; do
+    [ -x "$b" ] || { fail "$b is missing; run scripts/build first"; finish; }
+done
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+# no_leftover DIR: no process (nbdkit, qemu-img, nbdcopy) names DIR any more
+no_leftover() { ! pgrep -a -f -- "$1" >&2; }
+docsum() { cat "$top"/docs/benchmarks.md "$top"/docs/bench-*.png 2>/dev/null | sha256sum; }
+before=$(docsum)
+
+# 1. The quick run itself.
+rc=0
+"$top/scripts/bench" --quick --scratch "$tmp/s1" --results "$tmp/quick.json" \
+    >"$tmp/out" 2>&1 || rc=$?
+if [ $rc = 0 ] && grep -q '^bench: all copies verified' "$tmp/out"; then
+    ok "bench --quick exits 0 with every copy verified"
+else
+    fail "bench --quick exited $rc:"; sed 's/^/    /' "$tmp/out"
+fi
+check "no WRONG COPY or TOOL FAILED line" \
+    eval "! grep -E 'WRONG COPY|TOOL FAILED' '$tmp/out'"
+check "the seed is printed" grep -q '^bench: seed [0-9]' "$tmp/out"
+check "no nbdkit or tool process outlives the run" no_leftover "$tmp/s1"
+check "the scratch directory is removed" eval "[ -z \"\$(ls -A '$tmp/s1' 2>/dev/null)\" ]"
+check "docs/benchmarks.md and docs/bench-*.png are untouched" \
+    eval "[ \"\$(docsum)\" = '$before' ]"
+check "the quick document is written to build/bench/quick/" \
+    grep -q '^### s1-2ms' "$build/bench/quick/benchmarks-quick.md"
+
+# Every run verified; NBD runs counted reads on the source and writes on
+# the target; the quick scenarios all ran; nbdcopy skipped where it must be.
+if [ -f "$tmp/quick.json" ]; then
+    /usr/bin/python3 - "$tmp/quick.json" <<'PY' >"$tmp/json.out" 2>&1 || true
+import json, sys
+res = json.load(open(sys.argv[1]))
+sc = {s["id"]: s for s in res["scenarios"]}
+def say(ok, what):
+    print(("ok - " if ok else "FAIL - ") + what)
+say(sorted(sc) == ["s1-2ms", "s2-frag", "s3-qcow2", "s3-zlib"],
+    f"the quick scenarios ran: {', '.join(sorted(sc))}")
+runs = [r for s in sc.values() for r in s["runs"]]
+say(len(runs) == 18 and all(r["rc"] == 0 and r.get("verified") for r in runs),
+    f"{len(runs)} runs (want 18), all exit 0 and verified by qemu-img compare")
+nbd = [r for s in sc.values() if s["kind"] == "nbd" for r in s["runs"]]
+def ops(r, side, typ):
+    return ((r.get("stats", {}).get(side) or {}).get(typ) or {}).get("ops", 0)
+say(nbd and all(ops(r, "source", "read") > 0 for r in nbd),
+    "the source server counted reads in every NBD run")
+say(nbd and all(ops(r, "target", "write") > 0 for r in nbd),
+    "the target server counted writes in every NBD run")
+say(all(ops(r, "source", "extents") > 0 for r in sc["s2-frag"]["runs"]),
+    "the source server counted block status requests in s2-frag")
+say(all(r["wall"] > 0 and r["cpu"] >= 0 and r["maxrss_kib"] > 0 for r in runs),
+    "wall time, CPU time and peak RSS are recorded for every run")
+say(all("nbdcopy" in sc[k]["skipped"] for k in ("s3-qcow2", "s3-zlib"))
+    and any(r["tool"] == "nbdcopy" for r in sc["s1-2ms"]["runs"]),
+    "nbdcopy runs on NBD and is skipped (with a reason) for qcow2 output")
+PY
+    cat "$tmp/json.out"
+    passed=$((passed + $(grep -c '^ok - ' "$tmp/json.out" || true)))
+    failed=$((failed + $(grep -c '^FAIL - ' "$tmp/json.out" || true)))
+    grep -qE '^(ok|FAIL) - ' "$tmp/json.out" || { fail "cannot read the results JSON:"; sed 's/^/    /' "$tmp/json.out"; }
+else
+    fail "no results JSON at $tmp/quick.json"
+fi
+
+# 2. A wrong copy is caught: the target is altered after the copy.
+rc=0
+"$top/scripts/bench" --quick --test-corrupt --tools patched --no-docs s1-2ms \
+    --scratch "$tmp/s2" --results "$tmp/corrupt.json" >"$tmp/out2" 2>&1 || rc=$?
+if [ $rc = 1 ] && grep -q '^WRONG COPY: s1-2ms' "$tmp/out2"; then
+    ok "a corrupted target is reported as WRONG COPY with exit 1"
+else
+    fail "a corrupted target was not caught (exit $rc):"; sed 's/^/    /' "$tmp/out2"
+fi
+check "no process outlives the wrong-copy run" no_leftover "$tmp/s2"
+
+# 3. Interrupted in the middle: servers and tools are stopped.
+for sig in TERM INT; do
+    "$top/scripts/bench" --quick --reps 50 --tools unpatched --no-docs s1-2ms \
+        --scratch "$tmp/s3$sig" --results "$tmp/int.json" >"$tmp/out3" 2>&1 &
+    pid=$!
+    for _ in $(seq 300); do
+        pgrep -f -- "^nbdkit .*$tmp/s3$sig" >/dev/null && break
+        sleep 0.1
+    done
+    sleep 0.5
+    kill -"$sig" "$pid"
+    rc=0
+    wait "$pid" || rc=$?
+    if [ $rc = 130 ] && grep -q 'interrupted' "$tmp/out3"; then
+        ok "SIG$sig stops bench with exit 130"
+    else
+        fail "SIG$sig: bench exited $rc:"; sed 's/^/    /' "$tmp/out3"
+    fi
+    check "no nbdkit or tool process outlives SIG$sig" no_leftover "$tmp/s3$sig"
+done
+
+finish
