@@ -125,3 +125,26 @@ apply_series() {
     done
     rm -f "$log"
 }
+
+# The tools every build makes, and a ninja run of them that shows the
+# first errors on failure: ninja_tools BUILD-DIR LOG
+TOOL_TARGETS=(qemu-img qemu-io qemu-nbd storage-daemon/qemu-storage-daemon)
+ninja_tools() {
+    if ! ninja -C "$1" "${TOOL_TARGETS[@]}" >"$2" 2>&1; then
+        grep -E -A5 'error:|FAILED' "$2" | head -n 40 | sed 's/^/    /' >&2
+        return 1
+    fi
+}
+
+# The machine's own Debian mirror, from its apt configuration (so that no
+# host name is ever written in this repository); empty if none is found.
+debian_mirror() {
+    local m
+    m=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null |
+        awk '{print $2}' | grep -v -e security -e nodesource -e google | head -n 1)
+    if [ -z "$m" ]; then
+        m=$(grep -hs '^deb ' /etc/apt/sources.list 2>/dev/null |
+            grep -v security | awk '{print $2}' | head -n 1)
+    fi
+    echo "$m"
+}
