@@ -1,0 +1,143 @@
+#!/bin/bash
+# S4's real stack, small: the patched qemu-img converts nfs -> iscsi,
+# nfs -> local and local -> iscsi through nfs-ganesha, tgtd and the
+# delaying proxy (scripts/bench --quick S4), every copy is verified with
+# qemu-img compare, the proxy counts the NFS and iSCSI requests, and no
+# server, proxy or network namespace outlives a run, an interruption or a
+# SIGKILL of the harness.  Skips (not passes) when the packages or network
+# namespaces are missing.  Asserts nothing about speed.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+build=${BUILD_DIR:-$top/build}
+failed=0
+passed=0
+ok() { echo "ok - $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL - $1"; failed=$((failed + 1)); }
+check() { local d=$1; shift; if "$@"; then ok "$d"; else fail "$d"; fi; }
+finish() { echo "netstorage.sh: $passed passed, $failed failed"; [ $failed = 0 ] && exit 0; exit 1; }
+
+for b in "$build/unpatched/qemu-img" "$build/patched/qemu-img"; do
+    [ -x "$b" ] || { fail "$b is missing; run scripts/build first"; finish; }
+done
+if ! why=$("$top/scripts/netstorage.py" check 2>&1); then
+    echo "skip - S4 (nfs/iscsi) tests: ${why#netstorage: }"
+    finish
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+mynet=$(readlink /proc/self/ns/net)
+# leftovers BENCHPID [procs]: our namespaces of that bench (unless
+# 'procs'), or a server or proxy process in a network namespace other than
+# ours (a host's own rpcbind or tgtd is not one of ours)
+leftovers() {
+    local bad="" p
+    [ "${2:-}" = procs ] || bad=$(ip netns list | grep -E "^qconv-$1-" || true)
+    for p in $(pgrep -x tgtd; pgrep -x ganesha.nfsd; pgrep -x rpcbind;
+               pgrep -f 'netstorage.py proxy'); do
+        [ "$(readlink "/proc/$p/ns/net" 2>/dev/null)" = "$mynet" ] && continue
+        [ -e "/proc/$p" ] && bad="$bad $p:$(tr '\0' ' ' < "/proc/$p/cmdline")"
+    done
+    [ -z "$bad" ] || { echo "    left behind: $bad" >&2; return 1; }
+}
+
+# 1. The three copies, without and with the proxy; patched build.
+rc=0
+"$top/scripts/bench" --quick --tools patched --no-docs S4 --scratch "$tmp/s1" \
+    --results "$tmp/r.json" >"$tmp/out" 2>&1 &
+pid=$!
+wait $pid || rc=$?
+if [ $rc = 0 ] && grep -q '^bench: all copies verified' "$tmp/out"; then
+    ok "bench --quick S4 exits 0, every copy verified"
+else
+    fail "bench --quick S4 exited $rc:"; sed 's/^/    /' "$tmp/out"
+fi
+check "no server, proxy or namespace left after the run" leftovers $pid
+if [ -f "$tmp/r.json" ]; then
+    /usr/bin/python3 - "$tmp/r.json" <<'PY' >"$tmp/json.out" 2>&1 || true
+import json, sys
+res = json.load(open(sys.argv[1]))
+sc = {s["id"]: s for s in res["scenarios"]}
+def say(ok, what):
+    print(("ok - " if ok else "FAIL - ") + what)
+want = [f"s4-{p}-{d}" for p in ("local-iscsi", "nfs-iscsi", "nfs-local")
+        for d in ("0ms", "2ms")]
+say(sorted(sc) == want, f"the S4 scenarios ran: {', '.join(sorted(sc))}")
+runs = [r for s in sc.values() for r in s["runs"]]
+say(len(runs) == 6 and all(r["rc"] == 0 and r.get("verified") for r in runs),
+    f"{len(runs)} copies (want 6), all exit 0 and equal to the source (qemu-img compare)")
+def n(r, *path):
+    d = r.get("netstats") or {}
+    for k in path:
+        d = d.get(k, {}) if isinstance(d, dict) else {}
+    return d if isinstance(d, (int, float)) else 0
+for s in sc.values():
+    for r in s["runs"]:
+        src, dst = s["id"].split("-")[1:3]
+        if s["id"].endswith("-0ms"):
+            say(r.get("netstats") is None, f"{s['id']}: no proxy in the path")
+            continue
+        if src == "nfs":
+            say(n(r, "nfs", "nfs READ") >= 16 and n(r, "nfs", "mount MNT") >= 1,
+                f"{s['id']}: the proxy counted NFS MNT and READ calls "
+                f"({n(r, 'nfs', 'nfs READ')} READ for 16 MiB)")
+        if dst == "iscsi":
+            w = n(r, "iscsi", "scsi write bytes")
+            say(n(r, "iscsi", "scsi write") > 0 and w == 16 << 20,
+                f"{s['id']}: the proxy counted SCSI WRITEs of 16 MiB in all ({w})")
+say(all("nbdcopy speaks NBD" in s["skipped"].get("nbdcopy", "nbdcopy speaks NBD")
+        for s in sc.values()), "nbdcopy is not run on nfs/iscsi")
+PY
+    cat "$tmp/json.out"
+    passed=$((passed + $(grep -c '^ok - ' "$tmp/json.out" || true)))
+    failed=$((failed + $(grep -c '^FAIL - ' "$tmp/json.out" || true)))
+    grep -qE '^(ok|FAIL) - ' "$tmp/json.out" || { fail "cannot read the results JSON:"; sed 's/^/    /' "$tmp/json.out"; }
+else
+    fail "no results JSON at $tmp/r.json"
+fi
+
+# 2. A wrong copy on the iSCSI LUN is caught.
+rc=0
+"$top/scripts/bench" --quick --test-corrupt --tools patched --no-docs s4-nfs-iscsi-2ms \
+    --scratch "$tmp/s2" --results "$tmp/c.json" >"$tmp/out2" 2>&1 || rc=$?
+if [ $rc = 1 ] && grep -q '^WRONG COPY: s4-nfs-iscsi-2ms' "$tmp/out2"; then
+    ok "a corrupted LUN is reported as WRONG COPY with exit 1"
+else
+    fail "a corrupted LUN was not caught (exit $rc):"; sed 's/^/    /' "$tmp/out2"
+fi
+
+# 3. Interrupted (SIGINT, as Ctrl-C) while the servers run, and killed
+#    with SIGKILL: servers die with it (PDEATHSIG), `netstorage.py
+#    cleanup` removes its namespaces.
+for sig in INT KILL; do
+    "$top/scripts/bench" --quick --reps 50 --tools patched --no-docs s4-nfs-iscsi-2ms \
+        --scratch "$tmp/s3$sig" --results "$tmp/i.json" >"$tmp/out3" 2>&1 &
+    pid=$!
+    for _ in $(seq 300); do
+        pgrep -f -- "ganesha.nfsd .*$tmp/s3$sig" >/dev/null && break
+        sleep 0.1
+    done
+    sleep 1
+    kill -"$sig" "$pid"
+    rc=0
+    { wait "$pid"; } 2>/dev/null || rc=$?
+    if [ $sig = INT ]; then
+        if [ $rc = 130 ] && grep -q 'interrupted' "$tmp/out3"; then
+            ok "SIGINT stops bench with exit 130"
+        else
+            fail "SIGINT: bench exited $rc:"; sed 's/^/    /' "$tmp/out3"
+        fi
+        check "no server, proxy or namespace left after SIGINT" leftovers $pid
+    else
+        # the servers get SIGKILL from the kernel (PDEATHSIG); give them
+        # time to exit, then look, before the cleanup (which kills too)
+        for _ in $(seq 50); do leftovers $pid procs 2>/dev/null && break; sleep 0.1; done
+        check "no server or proxy outlives a SIGKILLed bench (PDEATHSIG)" leftovers $pid procs
+        ns_left=$(ip netns list | grep -c "^qconv-$pid-" || true)
+        "$top/scripts/netstorage.py" cleanup >/dev/null
+        check "netstorage.py cleanup removes the $ns_left namespace(s) it left" leftovers $pid
+        rm -rf "$tmp/s3$sig"
+    fi
+done
+
+finish
