@@ -20,7 +20,7 @@ for b in "$build/unpatched/qemu-img" "$build/patched/qemu-img"; do
     [ -x "$b" ] || { fail "$b is missing; run scripts/build first"; finish; }
 done
 if ! why=$("$top/scripts/netstorage.py" check 2>&1); then
-    echo "skip - S4 (nfs/iscsi) tests: ${why#netstorage: }"
+    echo "skip - tests/netstorage.sh: ${why#netstorage: }"
     finish
 fi
 
