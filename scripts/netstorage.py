@@ -420,6 +420,16 @@ class Stack:
 
     def _close(self):
         errors = []
+        if self.have_ns:
+            # The client first: a tool still running here was interrupted
+            # (Ctrl-C during a copy); it must not see its servers go away.
+            ours = {p.pid for _, p in self.started}
+            for pid in _ns_pids(self.ns_c):
+                if pid not in ours:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
         for name, p in reversed(self.started):
             try:
                 if name == "proxy":
@@ -447,19 +457,23 @@ class Stack:
         self.started = []
         if self.have_ns:
             for ns in (self.ns_c, self.ns_s):
-                left = subprocess.run(["ip", "netns", "pids", ns], stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, text=True).stdout.split()
-                for pid in left:
+                for pid in _ns_pids(ns):
                     errors.append(f"process {pid} left in {ns}; killed")
                     try:
-                        os.kill(int(pid), signal.SIGKILL)
-                    except (ProcessLookupError, ValueError):
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
                         pass
                 subprocess.run(["ip", "netns", "del", ns], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
             self.have_ns = False
         self.errors = errors
         return errors
+
+
+def _ns_pids(ns):
+    out = subprocess.run(["ip", "netns", "pids", ns], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True).stdout
+    return [int(x) for x in out.split() if x.isdigit()]
 
 
 def _readlink(p):
