@@ -700,7 +700,14 @@ def proxy_main(args):
     counters = {}
     conns = Counter()
 
+    active = Counter()
+
     def write_stats(*_):
+        # connections the tool just closed: let their EOF (due `delay`
+        # later) through, so that their timer statistics are in
+        deadline = time.monotonic() + delay + 1
+        while active.snapshot().get("pipes", 0) > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
         out = {"delay_ms_per_direction": a.delay_ms,
                "connections": conns.snapshot(),
                "ports": {str(k): v.snapshot() for k, v in counters.items()}}
@@ -734,8 +741,10 @@ def proxy_main(args):
                     Framer(rpc_framer(counter, False))
             left = [2]
             lk = threading.Lock()
+            active.add("pipes", 2)
 
             def done(c=c, u=u, left=left, lk=lk):
+                active.add("pipes", -1)
                 with lk:
                     left[0] -= 1
                     if left[0] == 0:
