@@ -111,13 +111,15 @@ git -C "$am" checkout -q -f --detach "$base_tag"
 git -C "$am" clean -q -fdx
 if git -C "$am" am -q "${mails[@]}" >"$tmp/am.log" 2>&1; then
     ok "git am applies the $n mails in order onto $base_tag"
-    export GIT_INDEX_FILE=$tmp/index
-    git -C "$repo" read-tree "$base_tag"
-    for p in "${names[@]}"; do
-        git -C "$repo" apply --cached "$top/patches/$p"
-    done
-    want=$(git -C "$repo" write-tree)
-    unset GIT_INDEX_FILE
+    # patches/ applied to the tag in a scratch index, without a checkout
+    want=$(
+        export GIT_INDEX_FILE=$tmp/index
+        git -C "$repo" read-tree "$base_tag"
+        for p in "${names[@]}"; do
+            git -C "$repo" apply --cached "$top/patches/$p" || exit 1
+        done
+        git -C "$repo" write-tree
+    ) || want="(patches/ do not apply with git apply)"
     got=$(git -C "$am" rev-parse 'HEAD^{tree}')
     if [ "$got" = "$want" ]; then
         ok "the tree after git am is the tree of the series ($got)"
