@@ -61,7 +61,8 @@ i=0
 problem=""
 for m in "${mails[@]}"; do
     i=$((i + 1))
-    grep -q "^Subject: \[PATCH v1 $i/$n\] " "$m" || problem="$problem $(basename "$m"):subject"
+    # git pads i to the width of n: [PATCH v1 01/10]
+    grep -q "^Subject: \[PATCH v1 $(printf '%0*d' "${#n}" "$i")/$n\] " "$m" || problem="$problem $(basename "$m"):subject"
     grep -q '^Signed-off-by: ' "$m" || problem="$problem $(basename "$m"):sign-off"
     grep -qx 'To: qemu-devel@nongnu.org' "$m" || problem="$problem $(basename "$m"):To"
     grep -qx 'Cc: qemu-block@nongnu.org' "$m" || problem="$problem $(basename "$m"):Cc"
@@ -77,7 +78,7 @@ fi
 want=$(sed -n 's/^Subject: //p' "$top/docs/cover-letter.md" | head -n 1)
 got=$(git mailinfo -k /dev/null /dev/null < "$cover" | sed -n 's/^Subject: //p')
 holds "cover letter subject: [PATCH v1 0/$n] and the one of docs/cover-letter.md" \
-    [ "$got" = "[PATCH v1 0/$n] $want" ]
+    [ "$got" = "[PATCH v1 $(printf '%0*d' "${#n}" 0)/$n] $want" ]
 holds "cover letter has the diffstat" grep -qE "^ [0-9]+ files? changed, [0-9]+ insertion" "$cover"
 expect "$cover" "To: qemu-devel@nongnu.org" "cover letter is To: qemu-devel"
 expect "$cover" "Cc: qemu-block@nongnu.org" "cover letter Cc: qemu-block"
