@@ -27,6 +27,7 @@ import concurrent.futures
 import json
 import os
 import random
+import re
 import shlex
 import shutil
 import sys
@@ -180,6 +181,10 @@ def draw_case(seed, index, max_m):
         o["B"] = True
     if "n" not in o and not o.get("B") and rng.random() < 0.25:
         o["n"] = rng.choice(["fresh", "fresh-zero", "dirty"])
+    if o.get("compress") and o.get("n") == "dirty":
+        # qcow2 cannot write compressed clusters over allocated ones
+        # (every build fails with EIO): keep such cases productive
+        o["n"] = "fresh"
     if not o.get("compress") and o["S"] is None and rng.random() < 0.15:
         o["C"] = True
     case["opts"] = o
@@ -212,6 +217,34 @@ def describe(case):
     return " ".join(words)
 
 
+def layout_strict(case, total):
+    """True if every chunk convert makes starts and ends on a cluster of
+    the qcow2 target and one L2 slice maps the whole target: then no write
+    waits inside qcow2 for another one, and in-order mode must lay the file
+    out exactly as -m 1 does."""
+    o = case["opts"]
+    c = o.get("cluster") or 64 * KiB
+    if min(c, 4 * KiB) // 8 * c < total:
+        return False
+    # Chunk boundaries come from the source's extents (ops, image ends,
+    # -B's backing end), the 2 MiB buffer, and -S's zero runs inside data
+    # (which lie on op boundaries too).
+    images = case["chain"] if case["kind"] == "chain" else case["sources"]
+    for img in images:
+        for op in img["ops"]:
+            if op[1] % c or (op[2] % c and op[1] + op[2] < img["size"] // 512 * 512):
+                return False
+    if case["kind"] == "chain" and any(img["size"] % c for img in images[:-1]):
+        return False
+    pos = 0
+    if case["kind"] == "concat":
+        for img in case["sources"][:-1]:
+            pos += -(-img["size"] // 512) * 512
+            if pos % c:
+                return False
+    return True
+
+
 # ---------------------------------------------------------------- running
 
 class CaseFailure(Exception):
@@ -226,6 +259,9 @@ class Runner:
         self.log = common.Log()
         self.errors = []
         self.servers = []
+        self.consistent_failure = None
+        self.notes = []
+        self.layout_checked = None
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -349,9 +385,7 @@ class Runner:
                 stop()
             else:
                 common.stop_process(stop)
-        if r.rc != 0 or r.timed_out:
-            raise CaseFailure(f"convert ({tag}) {r.describe()}")
-        return tfile
+        return tfile, r
 
     def precreate(self, tfile, create_opts):
         o = self.case["opts"]
@@ -415,11 +449,25 @@ class Runner:
 
         m_u = min(o["m"], self.U.max_m)
         self.log.note(f"the conversion under test ({self.P.name}, -m {o['m']})")
-        out_p = self.convert(self.P, o["m"], "P")
+        out_p, rp = self.convert(self.P, o["m"], "P")
         self.log.note("references: -m 1 of the same build, then the reference build")
-        out_1 = self.convert(self.P, 1, "m1")
-        out_u = self.convert(self.U, m_u, "U")
+        out_1, r1 = self.convert(self.P, 1, "m1")
+        out_u, ru = self.convert(self.U, m_u, "U")
         tf = o["target_file_fmt"]
+        results = {"P": rp, "-m 1": r1, "unpatched": ru}
+        bad = {t: r for t, r in results.items() if r.rc != 0 or r.timed_out}
+        if bad:
+            # An option set that every build refuses the same way (exit 1,
+            # same message but for offsets) is consistent, not an engine bug
+            def gist(r):
+                return (r.rc, r.timed_out, re.sub(r"\d+", "N", r.err.strip()))
+            if len(bad) == 3 and len({gist(r) for r in bad.values()}) == 1 \
+                    and rp.rc == 1 and not rp.timed_out:
+                self.consistent_failure = rp.err.strip().splitlines()[-1]
+                return
+            for t, r in bad.items():
+                self.fail("run", f"convert ({t}) {r.describe()}")
+            return
 
         # 1. content equals the source
         if case["kind"] == "concat":
@@ -467,11 +515,24 @@ class Runner:
                 if mp is not None and mq is not None and mp != mq:
                     self.fail("map", f"map of P differs from {what}:\n" +
                               common.map_diff(mp, mq))
-        # 4. in-order qcow2 layout: the very file -m 1 writes
-        if tf == "qcow2" and not o["W"]:
+        # 4. in-order qcow2 layout: the very file -m 1 writes.  It holds
+        # only where no write of a chunk waits inside qcow2 (docs/testing.md,
+        # "known issues"): strict where every chunk boundary is a target
+        # cluster boundary and one L2 slice covers the target; elsewhere a
+        # difference is printed as a note (QCE_STRICT_LAYOUT=1: a failure).
+        # Not through NBD: there the order is the server's.
+        if o["fmt"] == "qcow2" and not o["W"]:
             self.log.cmd(["cmp", out_p, out_1])
+            strict = layout_strict(case, self.total)
+            self.layout_checked = "strict" if strict else "loose"
             if sums["P"] != sums["m1"]:
-                self.fail("layout", "in-order qcow2 target differs byte for byte from the -m 1 one")
+                if strict or os.environ.get("QCE_STRICT_LAYOUT") == "1":
+                    self.fail("layout", "in-order qcow2 target differs byte for byte from "
+                              "the -m 1 one")
+                else:
+                    self.notes.append("known layout issue: in-order qcow2 target differs byte "
+                                      "for byte from the -m 1 one (chunks not cluster-aligned "
+                                      "or spanning L2 slices)")
 
     def stop_servers(self):
         for s in self.servers:
@@ -483,12 +544,12 @@ class Runner:
 
 
 CATEGORIES = [
-    ("run", "every conversion exits 0 within its timeout"),
+    ("run", "every conversion exits 0 within its timeout (or every build refuses the options alike)"),
     ("source", "every output equals its source(s) (qemu-img compare)"),
     ("m1", "every output equals the -m 1 output of the same build"),
     ("unpatched", "every output equals the reference (unpatched) build's output"),
     ("map", "every output has the allocation map of the -m 1 and reference outputs"),
-    ("layout", "every in-order qcow2 output is byte-identical to the -m 1 one"),
+    ("layout", "every in-order qcow2 output whose chunks are cluster-aligned in one L2 slice is byte-identical to the -m 1 one"),
 ]
 
 
@@ -546,8 +607,17 @@ def main():
         with lock:
             for key in feature_keys(case):
                 stats[key] = stats.get(key, 0) + 1
+            if r.layout_checked:
+                key = f"layout {r.layout_checked}"
+                stats[key] = stats.get(key, 0) + 1
             status = "ok" if not r.errors else "FAILED"
+            if r.consistent_failure and not r.errors:
+                status = "ok (every build refuses: " + r.consistent_failure + ")"
+                stats["every build refuses"] = stats.get("every build refuses", 0) + 1
             print(f"  case {i} {status} {secs:5.1f}s  {describe(case)}", flush=True)
+            for n in r.notes:
+                print(f"    note: {n}; replay: tests/differential.sh --seed {seed} --case {i}")
+                stats["known layout issue"] = stats.get("known layout issue", 0) + 1
             if r.errors:
                 failures.append((case, r))
                 report(seed, case, r, wd, args.keep)
