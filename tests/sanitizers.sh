@@ -37,22 +37,29 @@ seed=${QCE_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
 echo "sanitizers: ASan+UBSan build $asan, seed $seed"
 start=$(date +%s)
 
-# count_reports STEP: ok/FAIL on the report files that appeared
+# count_reports STEP: ok/FAIL on the reports that appeared.  Every ASan
+# process also logs a warning that makecontext/swapcontext (QEMU's
+# coroutines) are not fully supported; that alone is not a report.
 count_reports() {
-    local n
-    n=$(find "$reports" -type f | wc -l)
+    local n w
+    n=$(grep -l -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|SUMMARY: ' \
+        -r "$reports" | wc -l)
+    w=$(find "$reports" -type f | wc -l)
     if [ "$n" = 0 ]; then
-        ok "$1: no ASan/UBSan report"
+        ok "$1: no ASan/LSan/UBSan report ($w processes logged only the coroutine warning)"
     else
         fail "$1: $n sanitizer report(s):"
-        find "$reports" -type f | head -n 3 | while read -r f; do
-            echo "    == $f"; head -n 25 "$f" | sed 's/^/    /'
-        done
+        grep -l -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|SUMMARY: ' -r "$reports" |
+            head -n 3 | while read -r f; do
+                echo "    == $f"; grep -v -e 'makecontext' -e '__asan_handle_no_return' \
+                    -e 'False positive' -e 'google/sanitizers/issues/189' "$f" |
+                    head -n 30 | sed 's/^/    /'
+            done
         mkdir -p "$build/sanitizer-reports"
         cp "$reports"/* "$build/sanitizer-reports/" 2>/dev/null || true
         echo "    (all reports copied to $build/sanitizer-reports/)"
-        rm -f "$reports"/*
     fi
+    rm -f "$reports"/*
 }
 
 # 1. The series' engine-contract iotests, under the ASan build
