@@ -143,7 +143,8 @@ def draw_case(seed, index, max_m):
     case["kind"], case["net"] = kind, net
 
     if kind == "single":
-        fmt = "raw" if net == "src-nbdkit" else None
+        # nbdkit and the hook's servers export the file as it is: raw
+        fmt = "raw" if net == "src-nbdkit" or net in NET_HOOK_KINDS else None
         img = draw_image(rng, "src", fmt, unaligned_ok=(net == "none"))
         case["sources"] = [img]
     elif kind == "chain":
