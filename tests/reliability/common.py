@@ -59,8 +59,19 @@ def _kill_children():
         stop_process(proc)
 
 
+# Scratch directories to remove if the run is interrupted
+_tmp_roots = []
+
+
+def register_tmp(path):
+    _tmp_roots.append(path)
+
+
 def _on_signal(signum, _frame):
     _kill_children()
+    import shutil
+    for p in _tmp_roots:
+        shutil.rmtree(p, ignore_errors=True)
     sys.stderr.write(f"{os.path.basename(sys.argv[0])}: interrupted by signal {signum}\n")
     os._exit(130)
 

@@ -632,6 +632,8 @@ def main():
 
     common.install_cleanup()
     root = tempfile.mkdtemp(prefix="qce-diff.")
+    if not args.keep:
+        common.register_tmp(root)
     failures = []
     stats = {}
     lock = threading.Lock()

@@ -480,6 +480,8 @@ def main():
         return 1
     common.install_cleanup()
     root = tempfile.mkdtemp(prefix="qce-faults.")
+    if not args.keep:
+        common.register_tmp(root)
     t0 = time.monotonic()
     s = Suite(args, tools, root, seed)
     try:
