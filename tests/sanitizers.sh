@@ -102,7 +102,7 @@ count_reports "differential (${QCE_SAN_CASES:-40} cases)"
 out=$tmp/faults.log
 rc=0
 QCE_PATCHED=$asan /usr/bin/python3 -B "$top/tests/reliability/faults.py" \
-    --seed "$seed" --group blkdebug,nbdkit,kill,salvage >"$out" 2>&1 || rc=$?
+    --seed "$seed" --group blkdebug,qcow2,nbdkit,kill,salvage >"$out" 2>&1 || rc=$?
 grep -E '^(ok|FAIL) - ' "$out" | sed 's/^\(ok\|FAIL\) - /&[asan] /' || true
 passed=$((passed + $(grep -c '^ok - ' "$out" || true)))
 failed=$((failed + $(grep -c '^FAIL - ' "$out" || true)))

@@ -7,6 +7,9 @@ Groups (--group, comma-separated; default: all but signals):
             injected with blkdebug at chosen offsets (first sector, last
             sector, both sides of a 2 MiB chunk boundary) and at random
             offsets, in every mode
+  qcow2     write errors below a qcow2 target's format layer (data or
+            metadata), with and without -c; the image must pass qemu-img
+            check (leaks allowed)
   nbdkit    nbdkit's error filter at a random rate on reads and extents
             of an NBD source and on writes and zero requests of an NBD
             target
@@ -224,6 +227,53 @@ class Suite:
                 title += " [known gap: " + KNOWN_GAPS["flush"] + "]"
             self.record("blkdebug", title, problems, log,
                         detail="" if r.rc == 0 else f" -> {r.err.strip().splitlines()[-1]}")
+            shutil.rmtree(d, ignore_errors=True)
+
+    # ------------------------------------------------------------ qcow2
+    def group_qcow2(self):
+        """Write errors below a qcow2 target's format layer: the failed
+        write may be data or metadata (L2 tables, refcounts) of clusters
+        that many requests allocate at once.  With and without -c."""
+        for i, mode in enumerate(self.modes()):
+            comp = ["-c"] if i % 2 else []
+            d = self.workdir("qcow2")
+            log = common.Log()
+            src = self.make_source(d)
+            before = {src: common.file_sha256(src)}
+            tgt = os.path.join(d, "tgt.qcow2")
+            run(log, [self.T.img, "create", "-q", "-f", "qcow2", tgt, str(SIZE)])
+            opts = (f"driver=qcow2,file.driver=blkdebug,file.image.driver=file,"
+                    f"file.image.filename={tgt},file.inject-error.0.event=none,"
+                    f"file.inject-error.0.iotype=write,file.inject-error.0.errno=5")
+            if self.rng.random() < 0.5:
+                where = "the first write to the file"
+                opts += ",file.inject-error.0.once=on"
+            else:
+                sector = self.rng.randrange(256, (SIZE + 1 * MiB) // 512)
+                where = f"host byte {sector * 512}"
+                opts += f",file.inject-error.0.sector={sector}"
+            r = run(log, [self.T.img, "convert", "-f", "raw", *mode, *comp, "-n",
+                          "--target-image-opts", src, opts], timeout=TIMEOUT, cwd=d)
+            self.faults += 0 if r.rc == 0 else 1
+            if r.rc == 0 and not r.timed_out:
+                # the sector was never written: then the copy must be right
+                problems = self.check_run(r, d, before, 0, None, None)
+                c = run(log, [self.T.img, "compare", "-f", "raw", "-F", "qcow2", src, tgt])
+                if c.rc != 0:
+                    problems.append("no error reached qemu-img, but the copy differs: " + c.describe())
+                what = "never written: copy verified"
+            else:
+                problems = self.check_run(
+                    r, d, before, 1, r"error while writing at byte (?P<off>\d+): Input/output error",
+                    lambda o: None if o % 512 == 0 and o < SIZE else "not in the image")
+                what = r.err.strip().splitlines()[-1] if r.err.strip() else ""
+            # whatever failed, the image must not be corrupt (leaks are
+            # allowed after a failed allocation: exit 3)
+            c = run(log, [self.T.img, "check", "-f", "qcow2", tgt])
+            if c.rc not in (0, 3):
+                problems.append("qemu-img check after the error: " + c.describe())
+            self.record("qcow2", f"write error at {where} of a qcow2 target, "
+                        f"{' '.join(mode + comp)}", problems, log, detail=f" -> {what}")
             shutil.rmtree(d, ignore_errors=True)
 
     # ------------------------------------------------------------ nbdkit
@@ -444,10 +494,12 @@ def finish(proc, argv, timeout=TIMEOUT):
                          err.decode(errors="replace"), timed_out, time.monotonic() - t0)
 
 
-GROUPS = ["blkdebug", "nbdkit", "kill", "salvage", "signals"]
+GROUPS = ["blkdebug", "qcow2", "nbdkit", "kill", "salvage", "signals"]
 SUMMARY = {
     "blkdebug": "blkdebug read/write/write-zeroes/block-status errors at chosen and random "
                 "offsets exit 1 naming the operation and chunk; flush as documented",
+    "qcow2": "write errors under a qcow2 target (data or metadata), with and without -c: "
+             "exit 1 naming the write, no corruption (qemu-img check)",
     "nbdkit": "nbdkit error filter on reads, extents, writes, zeroes: exit 1 with the "
               "operation named, or a verified copy when no error was drawn",
     "kill": "a source or target server killed mid-copy: exit 1, operation named",
@@ -459,7 +511,7 @@ SUMMARY = {
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, help="seed for offsets and rates (default: random)")
-    ap.add_argument("--group", default="blkdebug,nbdkit,kill,salvage",
+    ap.add_argument("--group", default="blkdebug,qcow2,nbdkit,kill,salvage",
                     help="comma-separated groups: " + ",".join(GROUPS))
     ap.add_argument("--max-m", type=int, default=int(os.environ.get("QCE_PATCHED_MAX_M", "512")))
     ap.add_argument("--keep", action="store_true")
