@@ -111,10 +111,10 @@ b=$p/patches/backports/1.1.0
 [ "$(cat "$b/series" 2>/dev/null)" = "0001-qemu-img-allow-more-coroutines.patch" ] &&
     ok "the backport has patch 1 only (patch 2 dropped)" || fail "backport series: $(cat "$b/series" 2>/dev/null)"
 expect "the backport carries the resolution" "$b/0001-qemu-img-allow-more-coroutines.patch" "+    long m = 512; /* MAX_COROUTINES */"
-expect "its message notes the conflict" "$b/0001-qemu-img-allow-more-coroutines.patch" "The conflict in qemu-img.c was resolved in git."
+expect "its message notes the conflict" "$b/0001-qemu-img-allow-more-coroutines.patch" "Conflicts resolved in git: qemu-img.c."
 [ -n "$(find "$b/rerere" -name postimage 2>/dev/null)" ] && ok "the resolution is stored (rerere)" || fail "no stored resolution in $b/rerere"
 expect "the changelog records the dropped patch" "$p/docs/changelog.md" "patch 2, block: initialise b: DROPPED, its change is already in QEMU 1.1.0"
-expect "the changelog records the conflict" "$p/docs/changelog.md" "patch 1, qemu-img: allow more coroutines: conflict in qemu-img.c resolved in git"
+expect "the changelog records the conflict" "$p/docs/changelog.md" "patch 1, qemu-img: allow more coroutines: conflicts resolved in git: qemu-img.c"
 
 # 3. A fresh replay reuses the resolution: no stop, same bytes.
 cp -R "$b" "$tmp/first"
