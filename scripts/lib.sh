@@ -32,7 +32,8 @@ resolve_pin() {
 # load_pin CONF: sets QEMU_VERSION etc., and the per-base paths:
 #   out       where patched/ and unpatched/ build directories go
 #   repo      the git repository holding the base as one commit
-#   series    the series directory for this base
+#   series_dir the series for this base: patches/, or for another base its
+#             backport patches/backports/VER/ if there is one
 load_pin() {
     pin=$1
     # shellcheck source=upstream/qemu.conf
@@ -45,6 +46,13 @@ load_pin() {
     repo=$BUILD_DIR/src/qemu-$QEMU_VERSION
     # shellcheck disable=SC2034 # used by the scripts that source this
     series_dir=${SERIES_DIR:-$top/patches}
+    # Another base uses its backport variant of the series if there is one
+    # (made by scripts/rebase-series --backport VER; docs/distro.md).
+    if [ -z "${SERIES_DIR:-}" ] && [ "$out" != "$BUILD_DIR" ] &&
+       [ -f "$top/patches/backports/$QEMU_VERSION/series" ]; then
+        # shellcheck disable=SC2034
+        series_dir=$top/patches/backports/$QEMU_VERSION
+    fi
     # shellcheck disable=SC2034
     base_tag=base-$QEMU_VERSION
 }
@@ -62,7 +70,7 @@ series_patches() {
 # ensure_base_repo [FETCH-ARGS...]: make $repo a git repository whose one
 # commit (tagged $base_tag) is the verified pinned source.
 ensure_base_repo() {
-    local src stamp want
+    local src stamp want wt_dir
     src=$("$top/scripts/fetch-qemu" --base "$pin" "$@") || exit 1
     if [ -d "$src" ]; then
         want="dir:$src"
@@ -76,7 +84,13 @@ ensure_base_repo() {
     fi
     note "importing $(basename "$src") into $repo as one commit"
     # Worktrees of an older import would point at a commit that is gone.
-    rm -rf "$repo" "$out/src"
+    # (For the default pin $out/src is build/src, which also holds the
+    # repositories of the other bases: keep those.)
+    rm -rf "$repo"
+    for wt_dir in "$out"/src/*; do
+        case "$wt_dir" in "$BUILD_DIR"/src/qemu-*) continue ;; esac
+        rm -rf "$wt_dir"
+    done
     mkdir -p "$repo"
     if [ -d "$src" ]; then
         tar -C "$src" --exclude=.git -cf - . | tar -C "$repo" -xf -
@@ -125,6 +139,16 @@ apply_series() {
     done
     rm -f "$log"
 }
+
+# How every build is configured (scripts/build, scripts/debian-stack): a
+# tools-only QEMU with the block drivers the series is tested with.
+python=python3
+[ -x /usr/bin/python3 ] && python=/usr/bin/python3
+# shellcheck disable=SC2034
+CONFIGURE_FLAGS=(--python="$python" --target-list= --disable-system
+    --disable-user --enable-tools --disable-docs --disable-install-blobs
+    --disable-download --enable-libnfs --enable-libiscsi --enable-zstd
+    --enable-linux-aio --enable-linux-io-uring --enable-gnutls --enable-libssh)
 
 # The tools every build makes, and a ninja run of them that shows the
 # first errors on failure: ninja_tools BUILD-DIR LOG

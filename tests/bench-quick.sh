@@ -5,7 +5,9 @@
 # Asserts nothing about speed.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
-build=${BUILD_DIR:-$top/build}
+# QCE_BUILD: the base's build directory that scripts/check --base names
+build=${QCE_BUILD:-${BUILD_DIR:-$top/build}}
+export BUILD_DIR=$build
 failed=0
 passed=0
 ok() { echo "ok - $1"; passed=$((passed + 1)); }
