@@ -162,6 +162,19 @@ def run(log, argv, timeout=120, cwd=None, stdout_file=None, env=None):
         if stdout_file:
             out_f.close()
     _children[proc.pid] = proc
+    r = finish(proc, argv, timeout, t0)
+    if PROFILE is not None:
+        key = os.path.basename(argv[0]) + " " + (argv[1] if len(argv) > 1 and not argv[1].startswith("-") else "")
+        with _profile_lock:
+            PROFILE[key] = PROFILE.get(key, 0.0) + r.secs
+    return r
+
+
+def finish(proc, argv, timeout, t0=None):
+    """Wait for a started process (killing its group after @timeout s)
+    and return its Result; @t0 is when it started (default: now)."""
+    if t0 is None:
+        t0 = time.monotonic()
     timed_out = False
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -170,10 +183,6 @@ def run(log, argv, timeout=120, cwd=None, stdout_file=None, env=None):
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
     _children.pop(proc.pid, None)
-    if PROFILE is not None:
-        key = os.path.basename(argv[0]) + " " + (argv[1] if len(argv) > 1 and not argv[1].startswith("-") else "")
-        with _profile_lock:
-            PROFILE[key] = PROFILE.get(key, 0.0) + time.monotonic() - t0
     return Result(argv, proc.returncode,
                   (out or b"").decode(errors="replace"),
                   (err or b"").decode(errors="replace"),

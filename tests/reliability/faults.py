@@ -391,7 +391,7 @@ class Suite:
                 srv.send_signal(signal.SIGKILL)
                 srv.wait()
                 self.faults += 1
-                r = finish(proc, argv)
+                r = common.finish(proc, argv, TIMEOUT)
                 exp = (r"error while reading at byte (?P<off>\d+)" if side == "source"
                        else r"error while writing at byte (?P<off>\d+)")
                 problems += self.check_run(r, d, before, 1, exp,
@@ -468,7 +468,7 @@ class Suite:
                     problems.append("no Read request reached the server")
                 t0 = time.monotonic()
                 proc.send_signal(sig)
-                r = finish(proc, argv, timeout=10)
+                r = common.finish(proc, argv, 10)
                 secs = time.monotonic() - t0
                 if r.rc == 0:
                     problems.append("exit 0 after the signal")
@@ -480,20 +480,6 @@ class Suite:
                 self.record("signals", f"SIG{sig.name[3:]} mid-copy, {' '.join(mode)}: {how} "
                             f"in {secs:.2f} s", problems, log)
                 shutil.rmtree(d, ignore_errors=True)
-
-
-def finish(proc, argv, timeout=TIMEOUT):
-    t0 = time.monotonic()
-    timed_out = False
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-    common._children.pop(proc.pid, None)
-    return common.Result(argv, proc.returncode, out.decode(errors="replace"),
-                         err.decode(errors="replace"), timed_out, time.monotonic() - t0)
 
 
 GROUPS = ["blkdebug", "qcow2", "nbdkit", "kill", "salvage", "signals"]
