@@ -140,6 +140,14 @@ apply_series() {
     rm -f "$log"
 }
 
+# How a series is written out (export-series, lint-series, rebase-series):
+# byte-stable.  --abbrev=12 fixes the length of the blob names of the
+# 'index' lines, which git otherwise scales with the number of objects in
+# the repository: a work tree that also holds another base (rebase-series)
+# wrote 9 digits where a clean clone's re-export wrote 8.
+# shellcheck disable=SC2034
+EXPORT_FLAGS=(--zero-commit --no-signature -N --no-renames --stat=72 --abbrev=12)
+
 # How every build is configured (scripts/build, scripts/debian-stack): a
 # tools-only QEMU with the block drivers the series is tested with.
 python=python3

@@ -41,7 +41,7 @@ two lines.
 
 Signed-off-by: Ann Author <ann@example.org>
 EOF
-    git format-patch -q --zero-commit --no-signature -N --no-renames --stat=72 -o "$tmp" -1
+    git format-patch -q --zero-commit --no-signature -N --no-renames --stat=72 --abbrev=12 -o "$tmp" -1
 )
 patch=$(ls "$tmp"/0001-*.patch)
 "$top/scripts/debian-stack" --dep3 "$patch" > "$tmp/dep3.patch"

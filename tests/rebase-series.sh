@@ -83,7 +83,7 @@ drop this patch and say so.
 
 Signed-off-by: Tester <t@example.org>
 EOF
-    git format-patch -q --zero-commit --no-signature -N --no-renames --stat=72 -o "$p/patches" HEAD~2..
+    git format-patch -q --zero-commit --no-signature -N --no-renames --stat=72 --abbrev=12 -o "$p/patches" HEAD~2..
 )
 (cd "$p/patches" && printf '%s\n' *.patch > series)
 
