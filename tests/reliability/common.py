@@ -311,36 +311,52 @@ def raw_map(path):
     return out
 
 
-def backing_zero_only_diff(p, u):
-    """True if two filtered qcow2 maps differ only where @p leaves a range
-    to the backing file (not present in the top layer) that @u allocated
-    as zeroes in the top layer.
+def backing_left_only_diff(p, u, src):
+    """True if two filtered qcow2 maps differ only where @p leaves
+    unallocated (to the backing file, or beyond its end) a range that @u
+    wrote in the top layer (as data or zero clusters), and that range is
+    not allocated in the top layer of the source either (@src, its
+    filtered map).
 
-    With a backing target and -c, 10.2.2 writes zero clusters for the
-    short unallocated ranges that its block status calls happened to
-    return (a range shorter than a cluster is copied as data, and data
-    that is all zeroes becomes a zero cluster); the patched build fetches
-    status per segment and merges neighbouring extents of the same
-    status, so those ranges stay unallocated and the backing file shows
-    through.  The content is the same (checked separately by compare)."""
+    With a backing target and -c, 10.2.2 sees an unallocated range of the
+    source's top layer piece by piece: qcow2's block status stops at the
+    end of an L2 table (32 KiB of guest data for 512-byte clusters).  A
+    piece shorter than a target cluster makes the whole cluster data, so
+    it copies the backing file's data (or writes a zero cluster where that
+    is all zeroes) into the target.  The patched build fetches status per
+    segment and merges neighbouring extents of the same status, sees the
+    whole run, and leaves it to the backing file (beyond the end of a
+    shorter backing file, unallocated: it reads as zeroes, as the -B
+    rules have always had it, -S 0 or not).  The content is the same
+    (checked separately by compare)."""
     def entry(mp, off):
         for e in mp:
             if e["start"] <= off < e["start"] + e["length"]:
                 return e
         return None
+
+    def unallocated(e):
+        # not in the top layer: in a backing file, or nowhere (beyond the
+        # end of a shorter backing file, or no backing file there)
+        return e.get("depth", 0) >= 1 or not e.get("present", True)
     cuts = sorted({e["start"] for e in p} | {e["start"] for e in u} |
+                  {e["start"] for e in src} |
                   {e["start"] + e["length"] for e in p} |
-                  {e["start"] + e["length"] for e in u})
+                  {e["start"] + e["length"] for e in u} |
+                  {e["start"] + e["length"] for e in src})
     for off in cuts[:-1]:
-        x, y = entry(p, off), entry(u, off)
+        x, y, s = entry(p, off), entry(u, off), entry(src, off)
         if x is None or y is None:
             return False
         kx = {k: v for k, v in x.items() if k not in ("start", "length")}
         ky = {k: v for k, v in y.items() if k not in ("start", "length")}
         if kx == ky:
             continue
-        if x.get("depth", 0) >= 1 and not x.get("present", True) and \
-                y.get("depth") == 0 and y.get("zero") and not y.get("data"):
+        # where P reads from nowhere (zeroes), the source may also hold
+        # zero clusters there: 10.2.2 leaves any zero range beyond the
+        # end of the backing file unallocated (post_backing_zero)
+        if unallocated(x) and not unallocated(y) and s is not None and \
+                (unallocated(s) or (s.get("zero") and not x.get("present", True))):
             continue
         return False
     return True
