@@ -311,24 +311,27 @@ def raw_map(path):
     return out
 
 
-def backing_left_only_diff(p, u, src):
-    """True if two filtered qcow2 maps differ only where @p leaves
-    unallocated (to the backing file, or beyond its end) a range that @u
-    wrote in the top layer (as data or zero clusters), and that range is
-    not allocated in the top layer of the source either (@src, its
-    filtered map).
+def sparser_only_diff(p, u, src):
+    """True if two filtered qcow2 maps of a conversion with a backing
+    target (-B) differ only where @p allocates less than @u: @u holds the
+    range in its top layer, and @p either leaves it to the backing file
+    (then the source's top layer must not hold it either) or reads zeroes
+    there without data (a zero cluster, or nothing beyond the end of a
+    shorter backing file; then the source must read zeroes there).  @src
+    is the source's filtered map.
 
-    With a backing target and -c, 10.2.2 sees an unallocated range of the
-    source's top layer piece by piece: qcow2's block status stops at the
-    end of an L2 table (32 KiB of guest data for 512-byte clusters).  A
-    piece shorter than a target cluster makes the whole cluster data, so
-    it copies the backing file's data (or writes a zero cluster where that
-    is all zeroes) into the target.  The patched build fetches status per
-    segment and merges neighbouring extents of the same status, sees the
-    whole run, and leaves it to the backing file (beyond the end of a
-    shorter backing file, unallocated: it reads as zeroes, as the -B
-    rules have always had it, -S 0 or not).  The content is the same
-    (checked separately by compare)."""
+    10.2.2 sees a zero or unallocated run of the source's top layer piece
+    by piece: qcow2's block status stops at the end of an L2 table (32 KiB
+    of guest data for 512-byte clusters).  A piece shorter than a target
+    cluster becomes data: with -c the whole cluster is copied, backing
+    file data included; without -c, zeroes written into part of a cluster
+    whose rest comes from the backing file make qcow2 allocate it as data.
+    The patched build fetches status per segment and merges neighbouring
+    extents of the same status, sees the whole run, and leaves it to the
+    backing file or writes zero clusters (beyond the end of a shorter
+    backing file, nothing: it reads as zeroes, as the -B rules have always
+    had it, -S 0 or not).  The content is the same (checked separately by
+    compare)."""
     def entry(mp, off):
         for e in mp:
             if e["start"] <= off < e["start"] + e["length"]:
@@ -339,6 +342,17 @@ def backing_left_only_diff(p, u, src):
         # not in the top layer: in a backing file, or nowhere (beyond the
         # end of a shorter backing file, or no backing file there)
         return e.get("depth", 0) >= 1 or not e.get("present", True)
+
+    def p_sparser(x, y, s):
+        if s is None or unallocated(y):
+            return False
+        if x.get("depth", 0) >= 1 and x.get("present", True):
+            # P shows the backing file: so must the source
+            return unallocated(s)
+        if not x.get("present", True) or (x.get("zero") and not x.get("data")):
+            # P reads zeroes without data: so must the source
+            return bool(s.get("zero"))
+        return False
     cuts = sorted({e["start"] for e in p} | {e["start"] for e in u} |
                   {e["start"] for e in src} |
                   {e["start"] + e["length"] for e in p} |
@@ -350,15 +364,8 @@ def backing_left_only_diff(p, u, src):
             return False
         kx = {k: v for k, v in x.items() if k not in ("start", "length")}
         ky = {k: v for k, v in y.items() if k not in ("start", "length")}
-        if kx == ky:
-            continue
-        # where P reads from nowhere (zeroes), the source may also hold
-        # zero clusters there: 10.2.2 leaves any zero range beyond the
-        # end of the backing file unallocated (post_backing_zero)
-        if unallocated(x) and not unallocated(y) and s is not None and \
-                (unallocated(s) or (s.get("zero") and not x.get("present", True))):
-            continue
-        return False
+        if kx != ky and not p_sparser(x, y, s):
+            return False
     return True
 
 

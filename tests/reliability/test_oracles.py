@@ -17,49 +17,76 @@ def ext(start, length, depth=0, present=True, zero=False, data=True, compressed=
             "zero": zero, "data": data, "compressed": compressed}
 
 
-class BackingLeftOnlyDiff(unittest.TestCase):
-    # seed 136719179 case 44: source top holds data in [4M, 6M) only; the
-    # unpatched build writes [0, 6M) as compressed data, the patched build
-    # only [4M, 6M)
+class SparserOnlyDiff(unittest.TestCase):
+    # seed 136719179 case 44: the source's top holds data in [4M, 6M)
+    # only; the unpatched build writes [0, 6M) as compressed data, the
+    # patched build only [4M, 6M)
     src = [ext(0, 4 * M, depth=2), ext(4 * M, 2 * M), ext(6 * M, 2 * M, depth=2, zero=True, data=False)]
     u = [ext(0, 6 * M, compressed=True), ext(6 * M, 2 * M, zero=True, data=False)]
     p = [ext(0, 4 * M, depth=2), ext(4 * M, 2 * M, compressed=True),
          ext(6 * M, 2 * M, depth=2, zero=True, data=False)]
 
+    def diff(self, p, u, src):
+        return common.sparser_only_diff(p, u, src)
+
     def test_accepts_ranges_left_to_the_backing_file(self):
-        self.assertTrue(common.backing_left_only_diff(self.p, self.u, self.src))
+        self.assertTrue(self.diff(self.p, self.u, self.src))
 
     def test_identical_maps(self):
-        self.assertTrue(common.backing_left_only_diff(self.u, self.u, self.src))
+        self.assertTrue(self.diff(self.u, self.u, self.src))
 
     def test_rejects_leaving_what_the_top_layer_holds(self):
         # P leaves [4M, 6M) to the backing file: the source's top holds it
         p = [ext(0, 6 * M, depth=2), ext(6 * M, 2 * M, depth=2, zero=True, data=False)]
-        self.assertFalse(common.backing_left_only_diff(p, self.u, self.src))
+        self.assertFalse(self.diff(p, self.u, self.src))
 
     def test_rejects_writing_what_unpatched_leaves(self):
         # the other way round: P writes what U leaves
-        self.assertFalse(common.backing_left_only_diff(self.u, self.p, self.src))
+        self.assertFalse(self.diff(self.u, self.p, self.src))
 
     def test_rejects_other_differences(self):
         # not compressed where U is, with the same allocation
         p = [ext(0, 6 * M), ext(6 * M, 2 * M, zero=True, data=False)]
-        self.assertFalse(common.backing_left_only_diff(p, self.u, self.src))
+        self.assertFalse(self.diff(p, self.u, self.src))
 
-    def test_zero_clusters_of_the_top_only_beyond_the_backing_end(self):
-        # the top holds a zero cluster at [1M, 2M)
-        src = [ext(0, 1 * M, depth=1), ext(1 * M, 1 * M, zero=True, data=False),
-               ext(2 * M, 6 * M, depth=1)]
+    def test_zero_clusters_where_unpatched_writes_data(self):
+        # seed 805035973 case 115: the source's top holds zero clusters in
+        # [0, 3M) and 4 KiB of data in [3M, 4M); U writes [0, 4M) as data,
+        # P zero clusters in [0, 3M)
+        src = [ext(0, 3 * M + 4096, zero=True, data=False), ext(3 * M + 4096, 4096),
+               ext(3 * M + 8192, M - 8192, zero=True, data=False)]
+        u = [ext(0, 4 * M)]
+        p = [ext(0, 3 * M, zero=True, data=False), ext(3 * M, M)]
+        self.assertTrue(self.diff(p, u, src))
+        # not where the source holds data
+        src2 = [ext(0, 4 * M)]
+        self.assertFalse(self.diff(p, u, src2))
+        # not where the source shows its backing file (data from there)
+        src3 = [ext(0, 4 * M, depth=1)]
+        self.assertFalse(self.diff(p, u, src3))
+
+    def test_nothing_beyond_the_backing_end(self):
+        # seed 136719179 case 92: a 512-byte backing file; the source's
+        # top holds a zero cluster at [1M, 2M), and nothing elsewhere
+        src = [ext(0, 1 * M, present=False, zero=True, data=False),
+               ext(1 * M, 1 * M, zero=True, data=False),
+               ext(2 * M, 6 * M, present=False, zero=True, data=False)]
         u = [ext(0, 8 * M, compressed=True)]
-        # beyond the end of the backing file (reads as zeroes): accepted
+        # P leaves it all unallocated, reading as zeroes: accepted
         p = [ext(0, 8 * M, present=False, zero=True, data=False)]
-        self.assertTrue(common.backing_left_only_diff(p, u, src))
-        # showing the backing file through: rejected
+        self.assertTrue(self.diff(p, u, src))
+        # P showing a backing file's data there: rejected
         p = [ext(0, 8 * M, depth=1)]
-        self.assertFalse(common.backing_left_only_diff(p, u, src))
+        self.assertFalse(self.diff(p, u, src))
+
+    def test_rejects_zeroes_where_the_source_has_data(self):
+        src = [ext(0, 8 * M)]
+        u = [ext(0, 8 * M)]
+        p = [ext(0, 8 * M, present=False, zero=True, data=False)]
+        self.assertFalse(self.diff(p, u, src))
 
     def test_rejects_maps_of_different_lengths(self):
-        self.assertFalse(common.backing_left_only_diff(self.p[:2], self.u, self.src))
+        self.assertFalse(self.diff(self.p[:2], self.u, self.src))
 
 
 if __name__ == "__main__":
