@@ -8,13 +8,10 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 # QCE_BUILD: the base's build directory that scripts/check --base names
 build=${QCE_BUILD:-${BUILD_DIR:-$top/build}}
 export BUILD_DIR=$build
-failed=0
-passed=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL - $1"; failed=$((failed + 1)); }
+# shellcheck source=tests/lib.sh
+. "$top/tests/lib.sh"
 # check DESCRIPTION COMMAND...: ok if the command succeeds
 check() { local d=$1; shift; if "$@"; then ok "$d"; else fail "$d"; fi; }
-finish() { echo "bench-quick.sh: $passed passed, $failed failed"; [ $failed = 0 ] && exit 0; exit 1; }
 
 for b in "$build/unpatched/qemu-img" "$build/patched/qemu-img"; do
     [ -x "$b" ] || { fail "$b is missing; run scripts/build first"; finish; }

@@ -7,10 +7,8 @@
 # shellcheck disable=SC2015 # 'test && ok || fail': ok never fails
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
-failed=0
-passed=0
-ok() { echo "ok - $*"; passed=$((passed + 1)); }
-fail() { echo "FAIL - $*"; failed=$((failed + 1)); }
+# shellcheck source=tests/lib.sh
+. "$top/tests/lib.sh"
 expect_line() {  # expect_line DESCRIPTION FILE LINE (a whole line)
     if grep -qxF -- "$3" "$2"; then ok "$1"; else fail "$1 (no line '$3' in:)"; sed 's/^/    /' "$2"; fi
 }
@@ -101,5 +99,4 @@ QEMU_CACHE_DIR=$c "$top/scripts/fetch-qemu" --base "$tmp/pin.conf" --source "$c/
 [ $rc = 1 ] && grep -qF "SHA-256 mismatch" "$tmp/out" &&
     ok "nor one given with --source" || { fail "--source with no pinned sum: exit $rc"; sed 's/^/    /' "$tmp/out"; }
 
-echo "debian-stack.sh: $passed passed, $failed failed"
-[ $failed = 0 ]
+finish

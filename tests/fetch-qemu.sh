@@ -4,17 +4,17 @@
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/upstream/qemu.conf"
-failed=0
-passed=0
+# shellcheck source=tests/lib.sh
+. "$top/tests/lib.sh"
 check() {  # check DESCRIPTION EXPECTED-RC EXPECTED-TEXT -- command...
     local desc=$1 want_rc=$2 want_text=$3 rc=0
     shift 4
     "$@" >"$tmp/out" 2>&1 || rc=$?
     if [ "$rc" = "$want_rc" ] && grep -qF -- "$want_text" "$tmp/out"; then
-        echo "ok - $desc"; passed=$((passed + 1))
+        ok "$desc"
     else
-        echo "FAIL - $desc (exit $rc, wanted $want_rc and '$want_text'):"
-        sed 's/^/    /' "$tmp/out"; failed=$((failed + 1))
+        fail "$desc (exit $rc, wanted $want_rc and '$want_text'):"
+        sed 's/^/    /' "$tmp/out"
     fi
 }
 
@@ -29,8 +29,11 @@ cp "$real" "$tmp/$(basename "$real")"
 printf 'X' | dd of="$tmp/$(basename "$real")" bs=1 seek=1000 conv=notrunc status=none
 check "a tampered --source tarball is refused with both sums" 1 "SHA-256 mismatch for $tmp/$(basename "$real") (expected $QEMU_TARBALL_SHA256" -- \
     env QEMU_CACHE_DIR="$tmp/cache" "$top/scripts/fetch-qemu" --source "$tmp/$(basename "$real")"
-[ ! -e "$tmp/cache/$(basename "$real")" ] && { echo "ok - the tampered tarball did not enter the cache"; passed=$((passed + 1)); } ||
-    { echo "FAIL - the tampered tarball entered the cache"; failed=$((failed + 1)); }
+if [ ! -e "$tmp/cache/$(basename "$real")" ]; then
+    ok "the tampered tarball did not enter the cache"
+else
+    fail "the tampered tarball entered the cache"
+fi
 
 # A tampered cache entry is refused too (checked at every use).
 mkdir -p "$tmp/cache2"
@@ -54,5 +57,4 @@ echo 9.9.9 > "$tmp/srcdir/VERSION"
 check "a source directory of another version is refused" 1 "is QEMU 9.9.9, but the pin is $QEMU_VERSION" -- \
     "$top/scripts/fetch-qemu" --source "$tmp/srcdir"
 
-echo "fetch-qemu.sh: $passed passed, $failed failed"
-[ $failed = 0 ]
+finish

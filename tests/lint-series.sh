@@ -4,22 +4,22 @@
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 fx=$top/tests/fixtures/bad-series
-failed=0
-passed=0
+# shellcheck source=tests/lib.sh
+. "$top/tests/lib.sh"
 expect() {
     if grep -qF -- "$1" "$out"; then
-        echo "ok - lint reports: $1"; passed=$((passed + 1))
+        ok "lint reports: $1"
     else
-        echo "FAIL - lint does not report: $1"; failed=$((failed + 1))
+        fail "lint does not report: $1"
     fi
 }
 
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 if "$top/scripts/lint-series" --series "$fx" >"$out" 2>&1; then
-    echo "FAIL - lint-series accepted the broken fixture series"; failed=$((failed + 1))
+    fail "lint-series accepted the broken fixture series"
 else
-    echo "ok - lint-series exits non-zero on the broken series"; passed=$((passed + 1))
+    ok "lint-series exits non-zero on the broken series"
 fi
 expect "series names 0002-missing.patch, which does not exist"
 expect "0009-unlisted.patch is not listed in series"
@@ -31,9 +31,8 @@ expect "ERROR: trailing whitespace"
 expect "0001-make-convert-faster.patch differs from its re-export"
 
 if "$top/scripts/lint-series" >"$out" 2>&1; then
-    echo "ok - lint-series accepts patches/"; passed=$((passed + 1))
+    ok "lint-series accepts patches/"
 else
-    echo "FAIL - lint-series rejects patches/:"; sed 's/^/    /' "$out"; failed=$((failed + 1))
+    fail "lint-series rejects patches/:"; sed 's/^/    /' "$out"
 fi
-echo "lint-series.sh: $passed passed, $failed failed"
-[ $failed = 0 ]
+finish

@@ -9,12 +9,9 @@
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$top/build}
-failed=0
-passed=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL - $1"; failed=$((failed + 1)); }
+# shellcheck source=tests/lib.sh
+. "$top/tests/lib.sh"
 check() { local d=$1; shift; if "$@"; then ok "$d"; else fail "$d"; fi; }
-finish() { echo "netstorage.sh: $passed passed, $failed failed"; [ $failed = 0 ] && exit 0; exit 1; }
 
 for b in "$build/unpatched/qemu-img" "$build/patched/qemu-img"; do
     [ -x "$b" ] || { fail "$b is missing; run scripts/build first"; finish; }

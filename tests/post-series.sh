@@ -11,10 +11,8 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 repo=${BUILD_DIR:-$top/build}/src/qemu-$QEMU_VERSION
 base_tag=base-$QEMU_VERSION
 export GIT_COMMITTER_NAME=test GIT_COMMITTER_EMAIL=test@invalid
-failed=0
-passed=0
-ok() { echo "ok - $*"; passed=$((passed + 1)); }
-fail() { echo "FAIL - $*"; failed=$((failed + 1)); }
+# shellcheck source=tests/lib.sh
+. "$top/tests/lib.sh"
 # holds DESCRIPTION COMMAND...: ok if the command succeeds
 holds() { local d=$1; shift; if "$@"; then ok "$d"; else fail "$d"; fi; }
 # expect FILE TEXT DESCRIPTION
@@ -187,5 +185,4 @@ mn=$(ls "$v2"/v2-"$(printf '%04d' "$n")"-*.patch)
 expect "$mn" "- New in v2." "the new patch says so below its ---"
 holds "--dry-run recorded nothing" [ ! -e "$tmp/rec/v2.posted" ]
 
-echo "post-series.sh: $passed passed, $failed failed"
-[ $failed = 0 ]
+finish

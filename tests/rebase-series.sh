@@ -8,10 +8,8 @@
 # shellcheck disable=SC2015 # 'test && ok || fail': ok never fails
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
-failed=0
-passed=0
-ok() { echo "ok - $*"; passed=$((passed + 1)); }
-fail() { echo "FAIL - $*"; failed=$((failed + 1)); }
+# shellcheck source=tests/lib.sh
+. "$top/tests/lib.sh"
 expect() {  # expect DESCRIPTION FILE TEXT
     if grep -qF -- "$3" "$2"; then ok "$1"; else fail "$1 (no '$3' in:)"; sed 's/^/    /' "$2"; fi
 }
@@ -143,5 +141,4 @@ expect "patches/ holds the replayed patch" "$p/patches/0001-qemu-img-allow-more-
 [ ! -e "$p/patches/0002-block-initialise-b.patch" ] && ok "the dropped patch left patches/" || fail "0002 is still in patches/"
 expect "the changelog says the series moved" "$p/docs/changelog.md" "rebased onto QEMU 1.1.0 (from 1.0.0)"
 
-echo "rebase-series.sh: $passed passed, $failed failed"
-[ $failed = 0 ]
+finish

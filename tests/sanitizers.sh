@@ -13,10 +13,8 @@ set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=${QCE_BUILD:-${BUILD_DIR:-$top/build}}
 asan=${QCE_ASAN:-$build/asan}
-failed=0
-passed=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL - $1"; failed=$((failed + 1)); }
+# shellcheck source=tests/lib.sh
+. "$top/tests/lib.sh"
 
 if [ ! -x "$asan/qemu-img" ]; then
     echo "skip - sanitizers: no ASan build in $asan (run scripts/build --sanitize)"
@@ -110,5 +108,4 @@ failed=$((failed + $(grep -c '^FAIL - ' "$out" || true)))
 tail -n 1 "$out"
 count_reports "fault injection"
 
-echo "sanitizers.sh: $passed passed, $failed failed, $(( $(date +%s) - start )) s"
-[ $failed = 0 ]
+finish "$(( $(date +%s) - start )) s"
