@@ -312,8 +312,8 @@ def raw_map(path):
 
 
 def sparser_only_diff(p, u, src):
-    """True if two filtered qcow2 maps of a conversion with a backing
-    target (-B) differ only where @p allocates less than @u: @u holds the
+    """True if two filtered qcow2 maps of a conversion to a target with a
+    backing file (-B) or old contents (-n) differ only where @p allocates less than @u: @u holds the
     range in its top layer, and @p either leaves it to the backing file
     (then the source's top layer must not hold it either) or reads zeroes
     there without data (a zero cluster, or nothing beyond the end of a
@@ -325,7 +325,8 @@ def sparser_only_diff(p, u, src):
     of guest data for 512-byte clusters).  A piece shorter than a target
     cluster becomes data: with -c the whole cluster is copied, backing
     file data included; without -c, zeroes written into part of a cluster
-    whose rest comes from the backing file make qcow2 allocate it as data.
+    whose rest comes from the backing file (or, with -n, holds old data)
+    make qcow2 allocate it as data.
     The patched build fetches status per segment and merges neighbouring
     extents of the same status, sees the whole run, and leaves it to the
     backing file or writes zero clusters (beyond the end of a shorter

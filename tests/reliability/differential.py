@@ -570,14 +570,14 @@ class Runner:
             if tf == "raw" or not same_file:
                 mp, mq = get_map("P", out_p), get_map(tag, path)
                 if mp is not None and mq is not None and mp != mq:
-                    if tag == "U" and o.get("B") and \
+                    if tag == "U" and (o.get("B") or o.get("n")) and \
                             common.sparser_only_diff(mp, mq, self.source_top_map()):
-                        # docs/testing.md: -B, ranges the source's top
-                        # layer holds no data in, that 10.2.2 writes as
-                        # data and the patched build leaves to the backing
-                        # file or writes as zero clusters
+                        # docs/testing.md: -B or -n, ranges the source's
+                        # top layer holds no data in, that 10.2.2 writes
+                        # as data and the patched build leaves to the
+                        # backing file or writes as zero clusters
                         self.notes.append("map of P is sparser than unpatched where the "
-                                          "source's top layer holds no data (-B)")
+                                          "source's top layer holds no data (-B or -n)")
                         continue
                     self.fail("map", f"map of P differs from {what}:\n" +
                               common.map_diff(mp, mq))

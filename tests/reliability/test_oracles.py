@@ -65,6 +65,16 @@ class SparserOnlyDiff(unittest.TestCase):
         src3 = [ext(0, 4 * M, depth=1)]
         self.assertFalse(self.diff(p, u, src3))
 
+    def test_zero_clusters_over_old_data(self):
+        # seed 2922872529 case 14 (-n, a target holding old data, no
+        # backing file): U writes a zero range as data, P as zero clusters
+        src = [ext(0, 3 * M), ext(3 * M, 2 * M, zero=True, data=False)]
+        u = [ext(0, 5 * M)]
+        p = [ext(0, 3 * M), ext(3 * M, 2 * M, zero=True, data=False)]
+        self.assertTrue(self.diff(p, u, src))
+        # but not a zero cluster where the source has data
+        self.assertFalse(self.diff(p, u, [ext(0, 5 * M)]))
+
     def test_nothing_beyond_the_backing_end(self):
         # seed 136719179 case 92: a 512-byte backing file; the source's
         # top holds a zero cluster at [1M, 2M), and nothing elsewhere
