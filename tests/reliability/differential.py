@@ -371,13 +371,18 @@ class Runner:
         return json.loads(r.out)["virtual-size"]
 
     def source_top_map(self):
-        """Filtered map of the (only) source, the top of its chain."""
-        s = self.case["sources"][0]
-        mp, r = common.filtered_map(self.log, self.U, s["path"], s["fmt"])
-        if mp is None:
-            self.fail("map", f"qemu-img map of the source: {r.describe()}")
-            return []
-        return mp
+        """Filtered map of the source (the top of its chain), or of the
+        concatenated sources, each shifted to where it lands in the
+        target."""
+        out, off = [], 0
+        for s in self.case["sources"]:
+            mp, r = common.filtered_map(self.log, self.U, s["path"], s["fmt"])
+            if mp is None:
+                self.fail("map", f"qemu-img map of {s['name']}: {r.describe()}")
+                return []
+            out += [dict(e, start=e["start"] + off) for e in mp]
+            off += self.source_size(s)
+        return out
 
     @staticmethod
     def source_size(img):
