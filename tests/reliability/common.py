@@ -313,12 +313,12 @@ def raw_map(path):
 
 def sparser_only_diff(p, u, src):
     """True if two filtered qcow2 maps of a conversion to a target with a
-    backing file (-B) or old contents (-n) differ only where @p allocates less than @u: @u holds the
-    range in its top layer, and @p either leaves it to the backing file
-    (then the source's top layer must not hold it either) or reads zeroes
-    there without data (a zero cluster, or nothing beyond the end of a
-    shorter backing file; then the source must read zeroes there).  @src
-    is the source's filtered map.
+    backing file (-B) or old contents (-n) differ only where @p allocates
+    less than @u: @u holds the range in its top layer, and @p either
+    leaves it to the backing file (then the source's top layer must not
+    hold it either) or reads zeroes there without data (a zero cluster,
+    or nothing beyond the end of a shorter backing file; then the source
+    must read zeroes there).  @src is the source's filtered map.
 
     10.2.2 sees a zero or unallocated run of the source's top layer piece
     by piece: qcow2's block status stops at the end of an L2 table (32 KiB
@@ -354,11 +354,8 @@ def sparser_only_diff(p, u, src):
             # P reads zeroes without data: so must the source
             return bool(s.get("zero"))
         return False
-    cuts = sorted({e["start"] for e in p} | {e["start"] for e in u} |
-                  {e["start"] for e in src} |
-                  {e["start"] + e["length"] for e in p} |
-                  {e["start"] + e["length"] for e in u} |
-                  {e["start"] + e["length"] for e in src})
+    cuts = sorted({b for mp in (p, u, src) for e in mp
+                   for b in (e["start"], e["start"] + e["length"])})
     for off in cuts[:-1]:
         x, y, s = entry(p, off), entry(u, off), entry(src, off)
         if x is None or y is None:
