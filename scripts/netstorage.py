@@ -204,6 +204,11 @@ class Stack:
         self.have_ns = False
         self.proxy_stats = None
         self.stats_file = os.path.join(self.workdir, "proxy-stats.json")
+        self.errors = []
+        # Registered before anything starts: if a signal cuts close() (or
+        # the caller before it has the object), the registry closes it.
+        if procs is not None and hasattr(procs, "add_stack"):
+            procs.add_stack(self)
 
     # -- processes ---------------------------------------------------------
 
@@ -282,8 +287,8 @@ class Stack:
         for ns in (self.ns_s, self.ns_c):
             if ns in our_namespaces():
                 _run(["ip", "netns", "del", ns], "removing an old namespace")
+            self.have_ns = True   # before: a signal may come in between
             _run(["ip", "netns", "add", ns], "creating a network namespace")
-            self.have_ns = True
             self.commands.append(f"ip netns add {ns}")
             _run(["ip", "-n", ns, "link", "set", "lo", "up"], "bringing up lo")
         _run(["ip", "link", "add", "qcv0", "netns", self.ns_c, "type", "veth",
@@ -420,7 +425,9 @@ class Stack:
 
     def _close(self):
         errors = []
+        watched = set()   # every process in our namespaces: gone at the end
         if self.have_ns:
+            watched = set(_ns_pids(self.ns_c)) | set(_ns_pids(self.ns_s))
             # The client first: a tool still running here was interrupted
             # (Ctrl-C during a copy); it must not see its servers go away.
             ours = {p.pid for _, p in self.started}
@@ -458,16 +465,52 @@ class Stack:
         if self.have_ns:
             for ns in (self.ns_c, self.ns_s):
                 for pid in _ns_pids(ns):
+                    # rpcbind's PID namespace dies after unshare, not with
+                    # it: wait for it before calling anything left behind
+                    if pid in watched and not _wait_gone({pid}, 2):
+                        continue
                     errors.append(f"process {pid} left in {ns}; killed")
+                    watched.add(pid)
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
+            # SIGKILL is not synchronous: nothing of ours may still run when
+            # close() returns (the caller checks, a new run may start)
+            for pid in sorted(_wait_gone(watched, 10)):
+                errors.append(f"process {pid} still exits 10 s after SIGKILL")
+            for ns in (self.ns_c, self.ns_s):
                 subprocess.run(["ip", "netns", "del", ns], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
             self.have_ns = False
         self.errors = errors
+        if self.procs is not None and hasattr(self.procs, "drop_stack"):
+            self.procs.drop_stack(self)
         return errors
+
+
+def _running(pid, among):
+    """pid still runs: it exists and is not a zombie, or it is the zombie
+    of one of `among` (its parent, about to reap it).  The zombie of an
+    orphan (whose parent died first) holds no socket, file or namespace;
+    it waits for an init that may never reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
+    return state != "Z" or int(ppid) in among
+
+
+def _wait_gone(pids, timeout):
+    """Wait until none of pids runs; returns those still running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = {p for p in pids if _running(p, pids)}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.02)
 
 
 def _ns_pids(ns):
