@@ -417,11 +417,16 @@ class Stack:
         SIGTERM and SIGHUP wait until it is done (a second Ctrl-C must not
         leave tgtd half torn down)."""
         sigs = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        # A handler already due may still run once the mask is set: then
+        # close() raises before _close(), and the caller's registry (procs)
+        # closes the stack again.
+        old = None
         try:
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
             return self._close()
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            if old is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def _close(self):
         errors = []
