@@ -112,4 +112,27 @@ for sig in TERM INT; do
     check "no nbdkit or tool process outlives SIG$sig" no_leftover "$tmp/s3$sig"
 done
 
+# 4. The document is made from the newest run that wrote it: a newer
+#    --no-docs run (two tools, one scenario) must not replace its tables.
+mkdir -p "$tmp/res"
+printf '{"command": "scripts/bench", "kind": "main", "id": "full"}' \
+    >"$tmp/res/results-main-20260101-000000.json"
+printf '{"command": "scripts/bench --tools patched --no-docs s1-0ms", "kind": "main", "id": "partial"}' \
+    >"$tmp/res/results-main-20260102-000000.json"
+got=$(/usr/bin/python3 - "$top/scripts/bench" "$tmp/res" <<'PY' 2>&1
+import importlib.machinery, importlib.util, sys
+loader = importlib.machinery.SourceFileLoader("bench", sys.argv[1])
+spec = importlib.util.spec_from_loader("bench", loader)
+bench = importlib.util.module_from_spec(spec)
+loader.exec_module(bench)
+bench.BENCH = sys.argv[2]
+print((bench.latest("main") or {}).get("id"))
+PY
+)
+if [ "$got" = full ]; then
+    ok "--doc-only and a sweep take the newest run that wrote the docs, not a --no-docs one"
+else
+    fail "the document would be made from: $got"
+fi
+
 finish
