@@ -66,8 +66,9 @@ say(nbd and all(ops(r, "target", "write") > 0 for r in nbd),
     "the target server counted writes in every NBD run")
 say(all(ops(r, "source", "extents") > 0 for r in sc["s2-frag"]["runs"]),
     "the source server counted block status requests in s2-frag")
-say(all(r["wall"] > 0 and r["cpu"] >= 0 and r["maxrss_kib"] > 0 for r in runs),
-    "wall time, CPU time and peak RSS are recorded for every run")
+say(all(r["wall"] > 0 and r["cpu"] >= 0 and r["maxrss_kib"] > 0
+        and r.get("minflt", 0) > 0 for r in runs),
+    "wall time, CPU time, peak RSS and page faults are recorded for every run")
 say(all("nbdcopy" in sc[k]["skipped"] for k in ("s3-qcow2", "s3-zlib"))
     and any(r["tool"] == "nbdcopy" for r in sc["s1-2ms"]["runs"]),
     "nbdcopy runs on NBD and is skipped (with a reason) for qcow2 output")
@@ -112,7 +113,23 @@ for sig in TERM INT; do
     check "no nbdkit or tool process outlives SIG$sig" no_leftover "$tmp/s3$sig"
 done
 
-# 4. The document is made from the newest run that wrote it: a newer
+# 4. A tool with an environment (malloc kept) runs the same binary under
+#    `env GLIBC_TUNABLES=...`, and its copy is verified.
+rc=0
+"$top/scripts/bench" --quick --tools patched-malloc --no-docs s3-qcow2 \
+    --scratch "$tmp/s5" --results "$tmp/env.json" >"$tmp/out5" 2>&1 || rc=$?
+if [ $rc = 0 ] && /usr/bin/python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))["scenarios"][0]["runs"][0]
+sys.exit(not (r["verified"] and r["cmd"].startswith(
+    "env GLIBC_TUNABLES=glibc.malloc.mmap_threshold=") and "build/patched/qemu-img convert" in r["cmd"]))
+' "$tmp/env.json"; then
+    ok "patched-malloc: the patched qemu-img under env GLIBC_TUNABLES=..., copy verified"
+else
+    fail "patched-malloc (exit $rc):"; sed 's/^/    /' "$tmp/out5"
+fi
+
+# 5. The document is made from the newest run that wrote it: a newer
 #    --no-docs run (two tools, one scenario) must not replace its tables.
 mkdir -p "$tmp/res"
 printf '{"command": "scripts/bench", "kind": "main", "id": "full"}' \
