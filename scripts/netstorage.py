@@ -417,12 +417,15 @@ class Stack:
         SIGTERM and SIGHUP wait until it is done (a second Ctrl-C must not
         leave tgtd half torn down)."""
         sigs = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-        # A handler already due may still run once the mask is set: then
-        # close() raises before _close(), and the caller's registry (procs)
-        # closes the stack again.
+        # pthread_sigmask() runs a handler already due after changing the
+        # mask: read the mask first (no change), then block, so that the
+        # finally restores it whichever call raised.  If one did, close()
+        # raises before _close() and the caller's registry (procs) closes
+        # the stack again.
         old = None
         try:
-            old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+            signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
             return self._close()
         finally:
             if old is not None:

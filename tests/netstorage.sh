@@ -129,7 +129,7 @@ for when in INT:0 INT:0.15 INT:0.4 INT:0.7 INT:1 KILL:1; do
         fi
         # no process found still running in a namespace by the teardown
         # (it waits for what it stopped), and nothing left after it
-        if leftovers $pid && ! grep -q ' left in qconv-' "$tmp/out3"; then
+        if leftovers $pid && ! grep -qE ' left in qconv-|still exits .* after SIGKILL' "$tmp/out3"; then
             ok "$at: no server, proxy or namespace left"
         else
             fail "$at: something was left; bench said:"; sed 's/^/    /' "$tmp/out3"
