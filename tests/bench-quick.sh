@@ -119,14 +119,17 @@ rc=0
 "$top/scripts/bench" --quick --tools patched-malloc --no-docs s3-qcow2 \
     --scratch "$tmp/s5" --results "$tmp/env.json" >"$tmp/out5" 2>&1 || rc=$?
 if [ $rc = 0 ] && /usr/bin/python3 -c '
-import json, sys
+import json, os, sys
 r = json.load(open(sys.argv[1]))["scenarios"][0]["runs"][0]
+img = os.path.relpath(sys.argv[2], sys.argv[3]) + "/patched/qemu-img convert "
+print(r["cmd"])
 sys.exit(not (r["verified"] and r["cmd"].startswith(
-    "env GLIBC_TUNABLES=glibc.malloc.mmap_threshold=") and "build/patched/qemu-img convert" in r["cmd"]))
-' "$tmp/env.json"; then
+    "env GLIBC_TUNABLES=glibc.malloc.mmap_threshold=") and img in r["cmd"]))
+' "$tmp/env.json" "$build" "$top" >"$tmp/env.out" 2>&1; then
     ok "patched-malloc: the patched qemu-img under env GLIBC_TUNABLES=..., copy verified"
 else
-    fail "patched-malloc (exit $rc):"; sed 's/^/    /' "$tmp/out5"
+    fail "patched-malloc (exit $rc); recorded command, then bench's output:"
+    sed 's/^/    /' "$tmp/env.out" "$tmp/out5"
 fi
 
 # 5. The document is made from the newest run that wrote it: a newer
