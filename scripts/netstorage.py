@@ -24,6 +24,7 @@
 # Python 3 standard library only.
 # SPDX-License-Identifier: GPL-2.0-or-later
 
+import contextlib
 import glob
 import json
 import os
@@ -48,6 +49,7 @@ PACKAGES = {"tgtd": "tgt", "tgtadm": "tgt", "ganesha.nfsd": "nfs-ganesha",
             "nsenter": "util-linux", "unshare": "util-linux",
             "setpriv": "util-linux"}
 HERE = os.path.realpath(__file__)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class NetStorageError(Exception):
@@ -215,16 +217,18 @@ class Stack:
     def _spawn(self, name, cmd, log):
         """Start a server: its own session (no terminal signals), killed by
         the kernel if we die (PDEATHSIG through setpriv, kept across the
-        execs of ip/nsenter, which do not fork)."""
+        execs of ip/nsenter, which do not fork).  A stop signal waits until
+        the server is recorded: one that cut Popen() between the fork and
+        its return would leave a child that close() does not know."""
         full = ["setpriv", "--pdeathsig", "KILL", "--"] + cmd
         self.commands.append(" ".join(cmd))
-        with open(log, "w") as logf:
+        with open(log, "w") as logf, signals_deferred():
             p = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=logf,
                                  stderr=subprocess.STDOUT, start_new_session=True)
-        p.ns_name, p.ns_log = name, log
-        if self.procs is not None:
-            self.procs.add(p)
-        self.started.append((name, p))
+            p.ns_name, p.ns_log = name, log
+            if self.procs is not None:
+                self.procs.add(p)
+            self.started.append((name, p))
         return p
 
     def _in_server(self, cmd):
@@ -416,7 +420,7 @@ class Stack:
         namespaces.  Idempotent; safe after a failed start.  SIGINT,
         SIGTERM and SIGHUP wait until it is done (a second Ctrl-C must not
         leave tgtd half torn down)."""
-        sigs = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+        sigs = set(STOP_SIGNALS)
         # pthread_sigmask() runs a handler already due after changing the
         # mask: read the mask first (no change), then block, so that the
         # finally restores it whichever call raised.  If one did, close()
@@ -497,17 +501,49 @@ class Stack:
         return errors
 
 
+@contextlib.contextmanager
+def signals_deferred():
+    """SIGINT, SIGTERM and SIGHUP that come inside the block are handled
+    at its end, by the handler in place before it.  The handlers change,
+    not the signal mask: a child started inside inherits the mask, and a
+    server with SIGTERM blocked would not stop.  Main thread only (the
+    signal module's rule); elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got, old = [], {}
+    try:
+        for sig in STOP_SIGNALS:
+            h = signal.getsignal(sig)
+            if callable(h) or h == signal.SIG_DFL:
+                old[sig] = signal.signal(sig, lambda n, _f: got.append(n))
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        if got:
+            signal.raise_signal(got[0])
+
+
 def _running(pid, among):
     """pid still runs: it exists and is not a zombie, or it is the zombie
     of one of `among` (its parent, about to reap it).  The zombie of an
     orphan (whose parent died first) holds no socket, file or namespace;
-    it waits for an init that may never reap it."""
+    it waits for an init that may never reap it (or late: a test that
+    looks right after we exit sees it).  So a zombie child of ours is
+    reaped here, not left to init."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except OSError:
         return False
     state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
+    if state == "Z" and int(ppid) == os.getpid():
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        return False
     return state != "Z" or int(ppid) in among
 
 

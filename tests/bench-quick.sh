@@ -155,4 +155,55 @@ else
     fail "the document would be made from: $got"
 fi
 
+# 6. A Ctrl-C that comes while bench starts a child (between Popen's fork
+#    and its return) or the timeout timer of a timed tool: the child is
+#    registered (stop_all stops it), and no timer keeps bench alive.
+/usr/bin/python3 - "$top/scripts/bench" "$tmp" <<'PY' >"$tmp/cut.out" 2>&1 || true
+import importlib.machinery, importlib.util, os, signal, subprocess, sys, threading, time
+loader = importlib.machinery.SourceFileLoader("bench", sys.argv[1])
+spec = importlib.util.spec_from_loader("bench", loader)
+bench = importlib.util.module_from_spec(spec)
+loader.exec_module(bench)
+def say(ok, what):
+    print(("ok - " if ok else "FAIL - ") + what, flush=True)
+def cut():
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)   # a handler not held off runs here
+class CutPopen(subprocess.Popen):
+    def _execute_child(self, *args, **kw):
+        super()._execute_child(*args, **kw)
+        cut()
+class CutTimer(threading.Timer):
+    def start(self):
+        super().start()
+        cut()
+signal.signal(signal.SIGINT, bench._on_signal)
+real_popen, bench.subprocess.Popen = bench.subprocess.Popen, CutPopen
+try:
+    bench.spawn(["sleep", "60"])
+    say(False, "SIGINT while bench starts a child: not raised")
+except bench.Interrupted:
+    kids = [p.args for p in bench.PROCS.live.values()]
+    say(kids == [["sleep", "60"]],
+        f"SIGINT while bench starts a child: raised once it is registered ({kids})")
+bench.PROCS.stop_all()
+bench.subprocess.Popen = real_popen
+bench.threading.Timer = CutTimer
+try:
+    bench.timed(["sleep", "60"], os.path.join(sys.argv[2], "cut.log"), 900)
+    say(False, "SIGINT while the tool's timer starts: not raised")
+except bench.Interrupted:
+    left = [t for t in threading.enumerate() if t is not threading.main_thread()
+            and not t.daemon and t.is_alive()]
+    say(not left, f"SIGINT while the tool's timer starts: no thread keeps bench alive ({left})")
+bench.PROCS.stop_all()
+say(not bench.PROCS.live, "... and stop_all() stopped the tool")
+sys.stdout.flush()
+os._exit(0)   # a leftover timer must not hold this test for 900 s
+PY
+cat "$tmp/cut.out"
+passed=$((passed + $(grep -c '^ok - ' "$tmp/cut.out" || true)))
+failed=$((failed + $(grep -c '^FAIL - ' "$tmp/cut.out" || true)))
+[ "$(grep -c '^ok - ' "$tmp/cut.out")" = 3 ] || { fail "the Ctrl-C checks did not run through:"; sed 's/^/    /' "$tmp/cut.out"; }
+
 finish
