@@ -8,7 +8,9 @@
 # namespaces are missing.  Asserts nothing about speed.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
-build=${BUILD_DIR:-$top/build}
+# QCE_BUILD: the base's build directory that scripts/check --base names
+build=${QCE_BUILD:-${BUILD_DIR:-$top/build}}
+export BUILD_DIR=$build
 # shellcheck source=tests/lib.sh
 . "$top/tests/lib.sh"
 check() { local d=$1; shift; if "$@"; then ok "$d"; else fail "$d"; fi; }
