@@ -419,21 +419,11 @@ class Stack:
         """Stop everything we started, in reverse order; remove the
         namespaces.  Idempotent; safe after a failed start.  SIGINT,
         SIGTERM and SIGHUP wait until it is done (a second Ctrl-C must not
-        leave tgtd half torn down)."""
-        sigs = set(STOP_SIGNALS)
-        # pthread_sigmask() runs a handler already due after changing the
-        # mask: read the mask first (no change), then block, so that the
-        # finally restores it whichever call raised.  If one did, close()
-        # raises before _close() and the caller's registry (procs) closes
-        # the stack again.
-        old = None
-        try:
-            old = signal.pthread_sigmask(signal.SIG_BLOCK, ())
-            signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        leave tgtd half torn down).  If a signal already due raises before
+        the block, close() raises before _close() and the caller's
+        registry (procs) closes the stack again."""
+        with _stop_signals_blocked():
             return self._close()
-        finally:
-            if old is not None:
-                signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def _close(self):
         errors = []
@@ -502,25 +492,48 @@ class Stack:
 
 
 @contextlib.contextmanager
+def _stop_signals_blocked():
+    """SIGINT, SIGTERM and SIGHUP stay pending inside the block (the signal
+    mask: a child started inside would inherit it).  pthread_sigmask()
+    runs a handler already due after changing the mask: read the mask
+    first (no change), then block, so that the finally restores it
+    whichever call raised."""
+    old = None
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        yield
+    finally:
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
 def signals_deferred():
     """SIGINT, SIGTERM and SIGHUP that come inside the block are handled
     at its end, by the handler in place before it.  The handlers change,
-    not the signal mask: a child started inside inherits the mask, and a
-    server with SIGTERM blocked would not stop.  Main thread only (the
-    signal module's rule); elsewhere the block runs as it is."""
+    not the signal mask (a server started inside with SIGTERM blocked
+    would not stop); they are swapped with the signals blocked, so that
+    none lands between two swaps.  Main thread only (the signal module's
+    rule); elsewhere the block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     got, old = [], {}
-    try:
+
+    def record(signum, _frame):
+        got.append(signum)
+    with _stop_signals_blocked():
         for sig in STOP_SIGNALS:
             h = signal.getsignal(sig)
             if callable(h) or h == signal.SIG_DFL:
-                old[sig] = signal.signal(sig, lambda n, _f: got.append(n))
+                old[sig] = signal.signal(sig, record)
+    try:
         yield
     finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
+        with _stop_signals_blocked():
+            for sig, h in old.items():
+                signal.signal(sig, h)
         if got:
             signal.raise_signal(got[0])
 

@@ -169,9 +169,11 @@ def say(ok, what):
 def cut():
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(0.2)   # a handler not held off runs here
+made = []          # every child, so that none outlives this test
 class CutPopen(subprocess.Popen):
     def _execute_child(self, *args, **kw):
         super()._execute_child(*args, **kw)
+        made.append(self.pid)
         cut()
 class CutTimer(threading.Timer):
     def start(self):
@@ -196,8 +198,15 @@ except bench.Interrupted:
     left = [t for t in threading.enumerate() if t is not threading.main_thread()
             and not t.daemon and t.is_alive()]
     say(not left, f"SIGINT while the tool's timer starts: no thread keeps bench alive ({left})")
+tool = [p for p in bench.PROCS.live.values() if p.args[-2:] == ["sleep", "60"]]
 bench.PROCS.stop_all()
-say(not bench.PROCS.live, "... and stop_all() stopped the tool")
+say(len(tool) == 1 and tool[0].returncode is not None and not bench.PROCS.live,
+    "... the timed tool was registered, and stop_all() stopped it")
+for pid in made:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 sys.stdout.flush()
 os._exit(0)   # a leftover timer must not hold this test for 900 s
 PY

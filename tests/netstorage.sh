@@ -36,6 +36,8 @@ class Cut(subprocess.Popen):
         time.sleep(0.2)   # a handler not held off runs here, inside Popen()
 def say(ok, what):
     print(("ok - " if ok else "FAIL - ") + what)
+# Python's own handler, also when this test was started with SIGINT ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 st = netstorage.Stack(sys.argv[2])
 netstorage.subprocess.Popen = Cut
 raised = False
