@@ -55,10 +55,7 @@ for _, p in st.started:
     p.kill()
     p.wait()
 PY
-cat "$tmp/spawn.out"
-passed=$((passed + $(grep -c '^ok - ' "$tmp/spawn.out" || true)))
-failed=$((failed + $(grep -c '^FAIL - ' "$tmp/spawn.out" || true)))
-[ "$(grep -c '^ok - ' "$tmp/spawn.out")" = 3 ] || { fail "the spawn check did not run through:"; sed 's/^/    /' "$tmp/spawn.out"; }
+tally "$tmp/spawn.out" 3 "the spawn check"
 
 if ! why=$("$top/scripts/netstorage.py" check 2>&1); then
     echo "skip - tests/netstorage.sh: ${why#netstorage: }"
