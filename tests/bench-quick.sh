@@ -20,6 +20,7 @@ done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # no_leftover DIR: no process (nbdkit, qemu-img, nbdcopy) names DIR any more
+# shellcheck disable=SC2317  # (called through check)
 no_leftover() { ! pgrep -a -f -- "$1" >&2; }
 docsum() { cat "$top"/docs/benchmarks.md "$top"/docs/bench-*.png 2>/dev/null | sha256sum; }
 before=$(docsum)
@@ -46,7 +47,8 @@ check "the quick document is written to build/bench/quick/" \
 # Every run verified; NBD runs counted reads on the source and writes on
 # the target; the quick scenarios all ran; nbdcopy skipped where it must be.
 if [ -f "$tmp/quick.json" ]; then
-    /usr/bin/python3 - "$tmp/quick.json" <<'PY' >"$tmp/json.out" 2>&1 || true
+    helper "$tmp/json.out" 7 "the results JSON checks" -- \
+        /usr/bin/python3 - "$tmp/quick.json" <<'PY'
 import json, sys
 res = json.load(open(sys.argv[1]))
 sc = {s["id"]: s for s in res["scenarios"]}
@@ -73,10 +75,6 @@ say(all("nbdcopy" in sc[k]["skipped"] for k in ("s3-qcow2", "s3-zlib"))
     and any(r["tool"] == "nbdcopy" for r in sc["s1-2ms"]["runs"]),
     "nbdcopy runs on NBD and is skipped (with a reason) for qcow2 output")
 PY
-    cat "$tmp/json.out"
-    passed=$((passed + $(grep -c '^ok - ' "$tmp/json.out" || true)))
-    failed=$((failed + $(grep -c '^FAIL - ' "$tmp/json.out" || true)))
-    grep -qE '^(ok|FAIL) - ' "$tmp/json.out" || { fail "cannot read the results JSON:"; sed 's/^/    /' "$tmp/json.out"; }
 else
     fail "no results JSON at $tmp/quick.json"
 fi
@@ -158,7 +156,8 @@ fi
 # 6. A Ctrl-C that comes while bench starts a child (between Popen's fork
 #    and its return) or the timeout timer of a timed tool: the child is
 #    registered (stop_all stops it), and no timer keeps bench alive.
-/usr/bin/python3 - "$top/scripts/bench" "$tmp" <<'PY' >"$tmp/cut.out" 2>&1 || true
+helper "$tmp/cut.out" 3 "the Ctrl-C checks" -- \
+    /usr/bin/python3 - "$top/scripts/bench" "$tmp" <<'PY'
 import importlib.machinery, importlib.util, os, signal, subprocess, sys, threading, time
 loader = importlib.machinery.SourceFileLoader("bench", sys.argv[1])
 spec = importlib.util.spec_from_loader("bench", loader)
@@ -210,6 +209,5 @@ for pid in made:
 sys.stdout.flush()
 os._exit(0)   # a leftover timer must not hold this test for 900 s
 PY
-tally "$tmp/cut.out" 3 "the Ctrl-C checks"
 
 finish

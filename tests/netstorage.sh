@@ -25,7 +25,8 @@ trap 'rm -rf "$tmp"' EXIT
 #    Popen's fork and its return, does not lose the server: it is recorded
 #    (close() stops what is recorded), then the signal is handled.  The
 #    server does not inherit a blocked SIGTERM.  Needs no server package.
-/usr/bin/python3 - "$top/scripts" "$tmp" <<'PY' >"$tmp/spawn.out" 2>&1 || true
+helper "$tmp/spawn.out" 3 "the spawn check" -- \
+    /usr/bin/python3 - "$top/scripts" "$tmp" <<'PY'
 import os, signal, subprocess, sys, time
 sys.path.insert(0, sys.argv[1])
 import netstorage
@@ -55,7 +56,6 @@ for _, p in st.started:
     p.kill()
     p.wait()
 PY
-tally "$tmp/spawn.out" 3 "the spawn check"
 
 if ! why=$("$top/scripts/netstorage.py" check 2>&1); then
     echo "skip - tests/netstorage.sh: ${why#netstorage: }"
@@ -89,7 +89,10 @@ else
 fi
 check "no server, proxy or namespace left after the run" leftovers $pid
 if [ -f "$tmp/r.json" ]; then
-    /usr/bin/python3 - "$tmp/r.json" <<'PY' >"$tmp/json.out" 2>&1 || true
+    # 10 lines: 2, one per 0ms run (3), one per proxy count of the 2ms
+    # runs (local-iscsi 1, nfs-iscsi 2, nfs-local 1), 1
+    helper "$tmp/json.out" 10 "the results JSON checks" -- \
+        /usr/bin/python3 - "$tmp/r.json" <<'PY'
 import json, sys
 res = json.load(open(sys.argv[1]))
 sc = {s["id"]: s for s in res["scenarios"]}
@@ -123,10 +126,6 @@ for s in sc.values():
 say(all("nbdcopy speaks NBD" in s["skipped"].get("nbdcopy", "nbdcopy speaks NBD")
         for s in sc.values()), "nbdcopy is not run on nfs/iscsi")
 PY
-    cat "$tmp/json.out"
-    passed=$((passed + $(grep -c '^ok - ' "$tmp/json.out" || true)))
-    failed=$((failed + $(grep -c '^FAIL - ' "$tmp/json.out" || true)))
-    grep -qE '^(ok|FAIL) - ' "$tmp/json.out" || { fail "cannot read the results JSON:"; sed 's/^/    /' "$tmp/json.out"; }
 else
     fail "no results JSON at $tmp/r.json"
 fi
