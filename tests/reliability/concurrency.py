@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""The engine's concurrency itself, counted on the NBD servers.
+
+qemu-img convert copies an NBD source into an NBD target, both served by
+nbdkit's file plugin behind the delay filter (latency) and the log filter
+(one line when a request arrives, one when its reply leaves: nbdkit(1)
+nbdkit-log-filter, "Use the id=N field for correlation").  From the two
+logs this test counts, without any timing threshold:
+
+  writes in flight   the most Write/Zero/Trim requests the target had
+                     received and not yet answered, at any moment;
+  start order        whether they were sent in ascending offset order (each
+                     one's offset >= the previous one's).  nbdkit's worker
+                     threads may log requests in another order than they
+                     came off the wire, so the order is taken from the
+                     client instead: qemu-img's trace event
+                     nbd_send_request, emitted under the connection's send
+                     lock (QEMU's 'log' trace backend, the default);
+  status look-ahead  whether the source received a block status (Extents)
+                     request while one of its Read requests was in flight,
+                     and how far beyond the copy front the status requests
+                     made during the copy were (the copy front: the end of
+                     the furthest Read the source had received).
+
+What must hold (the reason the series exists):
+  default mode  more than one write in flight, started in ascending order;
+  -W            more than one write in flight (order not promised);
+  both          status fetched ahead of the copy: a status request overlaps
+                a read, and every status request made once the copy has
+                started is more than LOOKAHEAD bytes beyond the copy front.
+Every copy is checked with the unpatched build's `qemu-img compare`.
+
+The same criteria are applied to two engines that must be rejected, so a
+green run proves the checks can fail:
+  - the unpatched build: one write in flight in the default mode, and
+    status queried at the copy's cursor, one extent at a time;
+  - a serial engine: the build under test behind tests/bin/qemu-img-serial,
+    which turns every -m into -m 1 and drops -W.
+"""
+
+import argparse
+import os
+import random
+import re
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+MiB = 1024 * 1024
+# Source: 2 GiB, 64 KiB of seeded random data every 4 MiB (512 extents).
+# Larger than the 1 GiB the walkers may run ahead of the copy without -p,
+# so that the walk cannot finish before the copy starts.
+SIZE = 2048 * MiB
+STRIDE = 4 * MiB
+EXTENT = 64 * 1024
+# How far ahead of the copy front a status request made during the copy
+# must be.  The unpatched engine asks at its cursor: at most one hole
+# (STRIDE) beyond the front.
+LOOKAHEAD = 4 * STRIDE
+WRITE_TYPES = ("Write", "Zero", "Trim")
+
+REQ_RE = re.compile(r"connection=(\d+) (\w+) id=(\d+) offset=(0x[0-9a-f]+) count=(0x[0-9a-f]+)")
+REP_RE = re.compile(r"connection=(\d+) \.\.\.(\w+) id=(\d+) ")
+
+
+def parse_log(path):
+    """The requests of an nbdkit log-filter file, in the order nbdkit saw
+    them: a list of ("start", type, key, offset, length) and
+    ("end", type, key, None, None); key is (connection, id)."""
+    events = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = REQ_RE.search(line)
+            if m:
+                events.append(("start", m.group(2), (m.group(1), m.group(3)),
+                               int(m.group(4), 16), int(m.group(5), 16)))
+                continue
+            m = REP_RE.search(line)
+            if m:
+                events.append(("end", m.group(2), (m.group(1), m.group(3)), None, None))
+    return events
+
+
+def analyse_target(events):
+    """(most writes in flight at once, number of writes) on the target."""
+    inflight = set()
+    most = writes = 0
+    for kind, typ, key, _, _ in events:
+        if typ not in WRITE_TYPES:
+            continue
+        if kind == "start":
+            writes += 1
+            inflight.add(key)
+            most = max(most, len(inflight))
+        else:
+            inflight.discard(key)
+    return most, writes
+
+
+SEND_RE = re.compile(r"^nbd_send_request .*\.from = (\d+), .*\((write|write zeroes|trim)\) }")
+
+
+def write_order(trace):
+    """(writes sent, writes sent below the previous write's offset), from
+    the nbd_send_request events of a qemu-img trace; only the target is
+    written to, so its writes are the only ones."""
+    sent = backward = 0
+    last = -1
+    with open(trace, errors="replace") as f:
+        for line in f:
+            m = SEND_RE.match(line)
+            if m:
+                sent += 1
+                off = int(m.group(1))
+                if off < last:
+                    backward += 1
+                last = off
+    return sent, backward
+
+
+def analyse_source(events):
+    """(status requests in all, status requests sent while a read was in
+    flight, the least distance in bytes between a status request made
+    after the first read and the copy front, or None if there was none)."""
+    reads = set()
+    front = None
+    status = overlapping = 0
+    least = None
+    for kind, typ, key, off, length in events:
+        if typ == "Read":
+            if kind == "start":
+                reads.add(key)
+                front = max(front or 0, off + length)
+            else:
+                reads.discard(key)
+        elif typ == "Extents" and kind == "start":
+            status += 1
+            if reads:
+                overlapping += 1
+            if front is not None:
+                d = off - front
+                least = d if least is None else min(least, d)
+    return status, overlapping, least
+
+
+def self_test(root):
+    """The analysers on made-up logs whose answers are known: a write sent
+    below the previous one, two writes in flight, status at the front."""
+    tgt = os.path.join(root, "selftest-tgt.log")
+    with open(tgt, "w") as f:
+        f.write("connection=1 Write id=1 offset=0x200000 count=0x10000 fua=0 ...\n"
+                "connection=1 Write id=2 offset=0x0 count=0x10000 fua=0 ...\n"
+                "connection=1 ...Write id=1 return=0\n"
+                "connection=1 ...Write id=2 return=0\n"
+                "connection=1 Zero id=3 offset=0x400000 count=0x10000 fua=0 ...\n"
+                "connection=1 ...Zero id=3 return=0\n")
+    src = os.path.join(root, "selftest-src.log")
+    with open(src, "w") as f:
+        f.write("connection=1 Read id=1 offset=0x0 count=0x10000 ...\n"
+                "connection=1 Extents id=2 offset=0x10000 count=0x400000 req_one=0 ...\n"
+                "connection=1 ...Read id=1 return=0\n"
+                "connection=1 ...Extents id=2 return=0\n")
+    trace = os.path.join(root, "selftest-trace")
+    with open(trace, "w") as f:
+        for off, name in ((2097152, "write"), (0, "write zeroes"), (4194304, "trim")):
+            f.write(f"nbd_send_request Sending request to server: {{ .from = {off}, "
+                    f".len = 65536, .cookie = 1, .flags = 0x0, .type = 1 ({name}) }}\n")
+        f.write("nbd_send_request Sending request to server: { .from = 0, .len = 65536, "
+                ".cookie = 2, .flags = 0x0, .type = 0 (read) }\n")
+    return (analyse_target(parse_log(tgt)) == (2, 3)
+            and write_order(trace) == (3, 1)
+            and analyse_source(parse_log(src)) == (1, 1, 0))
+
+
+class Run:
+    def __init__(self, args, root, seed):
+        self.args = args
+        self.root = root
+        self.seed = seed
+        self.results = []   # (ok, text)
+
+    def say(self, good, text):
+        print(("ok - " if good else "FAIL - ") + text, flush=True)
+        self.results.append(good)
+
+    def make_source(self, path):
+        rng = random.Random(self.seed)
+        with open(path, "wb") as f:
+            f.truncate(SIZE)
+            for off in range(0, SIZE, STRIDE):
+                f.seek(off)
+                f.write(rng.randbytes(EXTENT))
+
+    def convert(self, name, img, opts, src):
+        """Copy src into a fresh target through two delayed, logged nbdkit
+        servers.  Returns (result, target events, source events, target,
+        qemu-img's trace file)."""
+        d = os.path.join(self.root, name)
+        os.mkdir(d)
+        log = common.Log()
+        tgt = os.path.join(d, "target.raw")
+        with open(tgt, "wb") as f:
+            f.truncate(SIZE)
+        procs = []
+        try:
+            procs.append(common.start_nbdkit(
+                log, os.path.join(d, "src.sock"),
+                ["file", src, "logfile=" + os.path.join(d, "src.log"),
+                 "delay-read=2ms", "delay-extents=2ms"],
+                filters=("log", "delay"), extra=["--readonly"]))
+            procs.append(common.start_nbdkit(
+                log, os.path.join(d, "tgt.sock"),
+                ["file", tgt, "logfile=" + os.path.join(d, "tgt.log"),
+                 "delay-write=10ms", "delay-zero=10ms", "delay-trim=10ms"],
+                filters=("log", "delay")))
+            argv = [img, "--trace", "nbd_send_request",
+                    "convert", "-n", "-f", "raw", "-O", "raw"] + opts + [
+                common.nbd_uri(os.path.join(d, "src.sock")),
+                common.nbd_uri(os.path.join(d, "tgt.sock"))]
+            r = common.run(log, argv, timeout=600)
+            with open(os.path.join(d, "trace"), "w") as f:
+                f.write(r.err)
+        finally:
+            for p in procs:
+                common.stop_process(p)
+        if r.rc != 0:
+            print("\n".join("    " + line for line in log.lines))
+        return (r, parse_log(os.path.join(d, "tgt.log")),
+                parse_log(os.path.join(d, "src.log")), tgt, os.path.join(d, "trace"))
+
+    def same(self, verifier, src, tgt):
+        r = common.run(common.Log(), [verifier, "compare", "-f", "raw", "-F", "raw", src, tgt])
+        return r.rc == 0, r
+
+    def measure(self, label, img, opts, src, verifier):
+        r, tev, sev, tgt, trace = self.convert(label.replace(" ", "_").replace("-", ""),
+                                               img, opts, src)
+        most, writes = analyse_target(tev)
+        sent, backward = write_order(trace)
+        status, overlapping, least = analyse_source(sev)
+        good, c = self.same(verifier, src, tgt) if r.rc == 0 else (False, r)
+        print(f"  {label}: exit {r.rc}, {writes} writes, at most {most} in flight, "
+              f"{sent} sent, {backward} below the previous one; {status} status requests, "
+              f"{overlapping} during a read, least look-ahead "
+              f"{'-' if least is None else least // MiB} MiB", flush=True)
+        return {"rc": r.rc, "r": r, "most": most, "writes": writes, "sent": sent,
+                "backward": backward,
+                "status": status, "overlapping": overlapping, "least": least,
+                "same": good, "compare": c}
+
+    @staticmethod
+    def ahead(m):
+        """The status walk ran ahead of the copy: it overlapped the reads,
+        and no status request made during the copy was near the front."""
+        return m["overlapping"] > 0 and m["least"] is not None and m["least"] > LOOKAHEAD
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("--seed", type=int, help="seed of the source's data (default: random)")
+    ap.add_argument("-m", type=int, default=8, help="coroutines (default 8, the default of -m)")
+    args = ap.parse_args()
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    patched, unpatched = common.build_dirs()
+    P = common.Tools("patched", patched, 0)
+    U = common.Tools("unpatched", unpatched, 0)
+    top = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    serial = os.path.join(top, "tests", "bin", "qemu-img-serial")
+    print(f"concurrency: seed {seed} (replay: tests/concurrency.sh --seed {seed}), "
+          f"build under test {P.dir}, verifier {U.dir}", flush=True)
+    for t in (P, U):
+        if t.missing():
+            print(f"FAIL - concurrency: missing {', '.join(t.missing())}; run scripts/build first")
+            return 1
+    if not shutil.which("nbdkit"):
+        print("FAIL - concurrency: nbdkit is not installed (scripts/install-deps)")
+        return 1
+    common.install_cleanup()
+    root = tempfile.mkdtemp(prefix="qce-concurrency-")
+    common.register_tmp(root)
+    run = Run(args, root, seed)
+    try:
+        run.say(self_test(root), "the analysers count made-up logs right "
+                "(writes in flight, a backward write, status overlapping a read)")
+        src = os.path.join(root, "source.raw")
+        run.make_source(src)
+        m = ["-m", str(args.m)]
+        # for qemu-img-serial (already set when the build under test is
+        # itself a serial engine: QCE_PATCHED naming a directory whose
+        # qemu-img is the wrapper)
+        os.environ.setdefault("QCE_REAL_QEMU_IMG", P.img)
+
+        d = run.measure("default", P.img, m, src, U.img)
+        run.say(d["rc"] == 0 and d["same"],
+                f"default -m {args.m}: the copy is right (unpatched qemu-img compare)")
+        run.say(d["most"] > 1,
+                f"default -m {args.m}: more than one write in flight (at most {d['most']})")
+        run.say(d["sent"] == d["writes"] > 1 and d["backward"] == 0,
+                f"default -m {args.m}: the writes are sent in ascending order ({d['sent']} "
+                f"traced, {d['writes']} logged by nbdkit, {d['backward']} below the previous one)")
+        run.say(run.ahead(d),
+                f"default -m {args.m}: block status runs ahead of the copy "
+                f"({d['overlapping']} of {d['status']} status requests during a read; "
+                f"least look-ahead during the copy {d['least']} bytes, must exceed {LOOKAHEAD})")
+
+        w = run.measure("-W", P.img, m + ["-W"], src, U.img)
+        run.say(w["rc"] == 0 and w["same"], f"-W -m {args.m}: the copy is right")
+        run.say(w["most"] > 1, f"-W -m {args.m}: more than one write in flight (at most {w['most']})")
+        run.say(run.ahead(w), f"-W -m {args.m}: block status runs ahead of the copy")
+
+        # The same checks must reject the engines the series replaces.
+        u = run.measure("unpatched default", U.img, m, src, U.img)
+        run.say(u["rc"] == 0 and u["same"] and u["most"] == 1 and not run.ahead(u),
+                f"the checks reject the unpatched build (default -m {args.m}: at most "
+                f"{u['most']} write in flight; status ahead: {run.ahead(u)})")
+        s = run.measure("serial default", serial, m, src, U.img)
+        run.say(s["rc"] == 0 and s["same"] and s["most"] == 1,
+                f"the checks reject a serial engine (qemu-img-serial: at most "
+                f"{s['most']} write in flight)")
+        s = run.measure("serial -W", serial, m + ["-W"], src, U.img)
+        run.say(s["rc"] == 0 and s["same"] and s["most"] == 1,
+                f"the checks reject a serial engine with -W (at most {s['most']} write in flight)")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    bad = run.results.count(False)
+    print(f"concurrency: {len(run.results) - bad} passed, {bad} failed (seed {seed})")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
