@@ -6,6 +6,9 @@
 #
 #   QCE_SEED         seed for offsets and rates (default: random, printed)
 #   QCE_BUILD, QCE_PATCHED   the build under test (docs/testing.md)
+#   QCE_UNPATCHED    the verifier: every compare, check, map and qemu-io
+#                    read-back uses this build (default: the unpatched
+#                    build), never the build under test; missing: FAIL
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 args=()
