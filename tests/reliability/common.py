@@ -7,6 +7,7 @@ line, so that a failure can print exactly what to type to replay it.
 import atexit
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -251,6 +252,39 @@ def start_nbdkit(log, sock, plugin_args, filters=(), extra=(), stderr_file=None)
         stop_process(proc)
         raise RuntimeError("nbdkit did not start: " + shlex.join(argv))
     return proc
+
+
+_NBDKIT_REQUEST = re.compile(
+    r"connection=(\d+) (\w+) id=(\d+) offset=0x([0-9a-f]+) count=0x([0-9a-f]+)")
+_NBDKIT_REPLY = re.compile(r"connection=(\d+) \.\.\.(\w+) id=(\d+)(?: .*?return=(-?\d+))?")
+
+
+def nbdkit_log(path):
+    """The requests in the file of nbdkit's log filter (nbdkit-log-filter(1):
+    one line when a request arrives, one when its reply leaves), in the
+    order nbdkit logged them: ("start", type, key, offset, count, None)
+    and ("end", type, key, None, None, ret), type as nbdkit names it
+    ("Read", "Write", "Zero", "Trim", "Extents", ...), key (connection,
+    id) pairing the two, ret the reply's return value.  A missing file
+    gives [].  nbdkit's worker threads may log requests out of wire
+    order."""
+    events = []
+    try:
+        f = open(path, errors="replace")
+    except FileNotFoundError:
+        return events
+    with f:
+        for line in f:
+            m = _NBDKIT_REQUEST.search(line)
+            if m:
+                events.append(("start", m.group(2), (m.group(1), m.group(3)),
+                               int(m.group(4), 16), int(m.group(5), 16), None))
+                continue
+            m = _NBDKIT_REPLY.search(line)
+            if m:
+                ret = int(m.group(4)) if m.group(4) is not None else None
+                events.append(("end", m.group(2), (m.group(1), m.group(3)), None, None, ret))
+    return events
 
 
 def filtered_map(log, tools, path, fmt, extra=()):

@@ -63,33 +63,12 @@ EXTENT = 64 * 1024
 LOOKAHEAD = 4 * STRIDE
 WRITE_TYPES = ("Write", "Zero", "Trim")
 
-REQ_RE = re.compile(r"connection=(\d+) (\w+) id=(\d+) offset=(0x[0-9a-f]+) count=(0x[0-9a-f]+)")
-REP_RE = re.compile(r"connection=(\d+) \.\.\.(\w+) id=(\d+) ")
-
-
-def parse_log(path):
-    """The requests of an nbdkit log-filter file, in the order nbdkit saw
-    them: a list of ("start", type, key, offset, length) and
-    ("end", type, key, None, None); key is (connection, id)."""
-    events = []
-    with open(path, errors="replace") as f:
-        for line in f:
-            m = REQ_RE.search(line)
-            if m:
-                events.append(("start", m.group(2), (m.group(1), m.group(3)),
-                               int(m.group(4), 16), int(m.group(5), 16)))
-                continue
-            m = REP_RE.search(line)
-            if m:
-                events.append(("end", m.group(2), (m.group(1), m.group(3)), None, None))
-    return events
-
 
 def analyse_target(events):
     """(most writes in flight at once, number of writes) on the target."""
     inflight = set()
     most = writes = 0
-    for kind, typ, key, _, _ in events:
+    for kind, typ, key, _, _, _ in events:
         if typ not in WRITE_TYPES:
             continue
         if kind == "start":
@@ -106,19 +85,18 @@ SEND_RE = re.compile(r"^nbd_send_request .*\.from = (\d+), .*\((write|write zero
 
 def write_order(trace):
     """(writes sent, writes sent below the previous write's offset), from
-    the nbd_send_request events of a qemu-img trace; only the target is
-    written to, so its writes are the only ones."""
+    the nbd_send_request events in @trace, qemu-img's stderr (a string);
+    only the target is written to, so its writes are the only ones."""
     sent = backward = 0
     last = -1
-    with open(trace, errors="replace") as f:
-        for line in f:
-            m = SEND_RE.match(line)
-            if m:
-                sent += 1
-                off = int(m.group(1))
-                if off < last:
-                    backward += 1
-                last = off
+    for line in trace.splitlines():
+        m = SEND_RE.match(line)
+        if m:
+            sent += 1
+            off = int(m.group(1))
+            if off < last:
+                backward += 1
+            last = off
     return sent, backward
 
 
@@ -130,7 +108,7 @@ def analyse_source(events):
     front = None
     status = overlapping = 0
     least = None
-    for kind, typ, key, off, length in events:
+    for kind, typ, key, off, length, _ in events:
         if typ == "Read":
             if kind == "start":
                 reads.add(key)
@@ -164,24 +142,21 @@ def self_test(root):
                 "connection=1 Extents id=2 offset=0x10000 count=0x400000 req_one=0 ...\n"
                 "connection=1 ...Read id=1 return=0\n"
                 "connection=1 ...Extents id=2 return=0\n")
-    trace = os.path.join(root, "selftest-trace")
-    with open(trace, "w") as f:
-        for off, name in ((2097152, "write"), (0, "write zeroes"), (4194304, "trim")):
-            f.write(f"nbd_send_request Sending request to server: {{ .from = {off}, "
-                    f".len = 65536, .cookie = 1, .flags = 0x0, .type = 1 ({name}) }}\n")
-        f.write("nbd_send_request Sending request to server: { .from = 0, .len = 65536, "
-                ".cookie = 2, .flags = 0x0, .type = 0 (read) }\n")
-    return (analyse_target(parse_log(tgt)) == (2, 3)
+    trace = "".join(
+        f"nbd_send_request Sending request to server: {{ .from = {off}, "
+        f".len = 65536, .cookie = {c}, .flags = 0x0, .type = 1 ({name}) }}\n"
+        for off, c, name in ((2097152, 1, "write"), (0, 1, "write zeroes"),
+                             (4194304, 1, "trim"), (0, 2, "read")))
+    return (analyse_target(common.nbdkit_log(tgt)) == (2, 3)
             and write_order(trace) == (3, 1)
-            and analyse_source(parse_log(src)) == (1, 1, 0))
+            and analyse_source(common.nbdkit_log(src)) == (1, 1, 0))
 
 
 class Run:
-    def __init__(self, args, root, seed):
-        self.args = args
+    def __init__(self, root, seed):
         self.root = root
         self.seed = seed
-        self.results = []   # (ok, text)
+        self.results = []   # one bool per check
 
     def say(self, good, text):
         print(("ok - " if good else "FAIL - ") + text, flush=True)
@@ -197,8 +172,8 @@ class Run:
 
     def convert(self, name, img, opts, src):
         """Copy src into a fresh target through two delayed, logged nbdkit
-        servers.  Returns (result, target events, source events, target,
-        qemu-img's trace file)."""
+        servers.  Returns (result, target events, source events, target);
+        the result's stderr is qemu-img's trace."""
         d = os.path.join(self.root, name)
         os.mkdir(d)
         log = common.Log()
@@ -222,25 +197,23 @@ class Run:
                 common.nbd_uri(os.path.join(d, "src.sock")),
                 common.nbd_uri(os.path.join(d, "tgt.sock"))]
             r = common.run(log, argv, timeout=600)
-            with open(os.path.join(d, "trace"), "w") as f:
-                f.write(r.err)
         finally:
             for p in procs:
                 common.stop_process(p)
         if r.rc != 0:
             print("\n".join("    " + line for line in log.lines))
-        return (r, parse_log(os.path.join(d, "tgt.log")),
-                parse_log(os.path.join(d, "src.log")), tgt, os.path.join(d, "trace"))
+        return (r, common.nbdkit_log(os.path.join(d, "tgt.log")),
+                common.nbdkit_log(os.path.join(d, "src.log")), tgt)
 
     def same(self, verifier, src, tgt):
         r = common.run(common.Log(), [verifier, "compare", "-f", "raw", "-F", "raw", src, tgt])
         return r.rc == 0, r
 
     def measure(self, label, img, opts, src, verifier):
-        r, tev, sev, tgt, trace = self.convert(label.replace(" ", "_").replace("-", ""),
-                                               img, opts, src)
+        r, tev, sev, tgt = self.convert(label.replace(" ", "_").replace("-", ""),
+                                         img, opts, src)
         most, writes = analyse_target(tev)
-        sent, backward = write_order(trace)
+        sent, backward = write_order(r.err)
         status, overlapping, least = analyse_source(sev)
         good, c = self.same(verifier, src, tgt) if r.rc == 0 else (False, r)
         print(f"  {label}: exit {r.rc}, {writes} writes, at most {most} in flight, "
@@ -287,7 +260,7 @@ def main():
     common.install_cleanup()
     root = tempfile.mkdtemp(prefix="qce-concurrency-")
     common.register_tmp(root)
-    run = Run(args, root, seed)
+    run = Run(root, seed)
     try:
         run.say(self_test(root), "the analysers count made-up logs right "
                 "(writes in flight, a backward write, status overlapping a read)")

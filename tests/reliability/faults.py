@@ -125,18 +125,13 @@ def nbd_requests(path, kind):
     "Zero", "Extents") in an nbdkit log filter's file; ret is None for a
     request that got no reply (the server was killed)."""
     reqs = {}
-    try:
-        with open(path, errors="replace") as f:
-            text = f.read()
-    except FileNotFoundError:
-        return []
-    for m in re.finditer(r"connection=(\d+) (\w+) id=(\d+) offset=0x([0-9a-f]+) count=0x([0-9a-f]+)",
-                         text):
-        if m.group(2) == kind:
-            reqs[(m.group(1), m.group(3))] = [int(m.group(4), 16), int(m.group(5), 16), None]
-    for m in re.finditer(r"connection=(\d+) \.\.\.(\w+) id=(\d+) return=(-?\d+)", text):
-        if m.group(2) == kind and (m.group(1), m.group(3)) in reqs:
-            reqs[(m.group(1), m.group(3))][2] = int(m.group(4))
+    for ev, typ, key, off, count, ret in common.nbdkit_log(path):
+        if typ != kind:
+            continue
+        if ev == "start":
+            reqs[key] = [off, count, None]
+        elif key in reqs:
+            reqs[key][2] = ret
     return [tuple(v) for v in reqs.values()]
 
 
