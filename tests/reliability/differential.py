@@ -5,7 +5,8 @@ Each case builds a random source (qemu-io: pattern and random data, zero
 writes, unmapping zero writes, discards, compressed clusters; sizes that
 are multiples of 512, of the cluster size, of the 2 MiB buffer, or of
 nothing), possibly a qcow2 backing chain or several sources to
-concatenate, draws a random option set, and converts it three times:
+concatenate, draws a target format and a random option set, and converts
+it three times:
 
     P   the build under test with the drawn options (-m up to its maximum)
     1   the same build with -m 1
@@ -19,9 +20,25 @@ the order the writes are submitted (layout_strict(): chunks on cluster
 boundaries in one L2 slice, or compressed with no zero writes).  Some
 cases read or write through nbd+unix:// (qemu-nbd or nbdkit).
 
-Case I of seed S is drawn from random.Random("S:I") alone, so
-`--seed S --case I` replays it exactly; a failure prints that and the
-shell commands the case ran.
+Target formats (TARGETS): raw and qcow2 take 16 of every 25 cases; qed,
+qcow, qcow-c (qcow with -c), vmdk (monolithicSparse), vmdk-stream
+(streamOptimized, always -c), vdi, vhdx, vpc (force_size=on) and
+parallels one each.  The formats of each block of 25 consecutive cases
+are a seeded shuffle of those weights, so a run of 200 cases has each of
+the nine 8 times, and the nth case of such a format takes the nth of its
+(seeded, rotated) engine option sets: -m 1, -m 8, -m 64, -W -m 8,
+-W -m 64 and three drawn ones.  Options a format does not support are
+not drawn for it (-B without backing files, -C, compression types);
+where the reference build has a bug the series fixes, the reference
+conversion says so (reference_fixups()).  --target-formats picks some:
+the blocks are then made of those alone.
+
+Case I of seed S is drawn from random.Random("S:I") and, for its target
+format and engine options, random.Random("S:targets:B") of its block B
+and random.Random("S:engines:T") of its format T (and the formats
+--target-formats selects), so `--seed S --case I` replays it exactly; a
+failure prints that (with --target-formats if given) and the shell
+commands the case ran.
 """
 
 import argparse
@@ -32,6 +49,7 @@ import random
 import re
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -64,6 +82,93 @@ def load_net_hook():
     spec.loader.exec_module(mod)
     NET_HOOK = mod.network_hook
     NET_HOOK_KINDS = tuple(getattr(mod, "KINDS", ()))
+
+
+# ---------------------------------------------------------------- targets
+
+# The target formats (-O), by the names --target-formats takes.
+#   fmt       qemu's name of the format
+#   weight    cases of each block of consecutive cases (target_plan())
+#   create    -o options every target of this kind is created with
+#   size_opt  a cluster/block size option and its choices (None: the default)
+#   backing   -B may be drawn: the format stores a backing file of the
+#             chain's formats (raw, qcow2).  vmdk stores only vmdk backing
+#             files ("backing_file must be a vmdk image"); vdi, vhdx, vpc
+#             and parallels refuse a backing file ("Backing file not
+#             supported for file format")
+#   compress  "always" (-c in every case) or absent; qcow2 draws its own
+#             (zlib or zstd).  Only qcow2 has compression_type: qcow and
+#             vmdk compress with zlib's deflate, no option
+# -C (copy offloading) is drawn for raw and qcow2 only: of the formats,
+# only they implement copy_range; with any other, convert's first
+# copy_range fails and it copies as without -C.
+# vpc is created with force_size=on: without it vpc rounds the virtual
+# size up to its CHS geometry (1000448 bytes asked, 1009664 made), and
+# the target would be larger than its source (in every build alike).
+# vdi (1 MiB), vpc (2 MiB), parallels (1 MiB by default) and vhdx (its
+# block_size) allocate in blocks far larger than the source's clusters:
+# their maps show whole blocks as data where the source has a few sectors
+# of it.  The map check compares targets of the same format with each
+# other (P, -m 1, reference), never with the source, so that is the same
+# in all three and needs no tolerance.
+# vhdx has no block status at all: qemu-img map reports every byte as
+# data (MAP_FLAT below), so its map check is compared but can find
+# nothing; the content checks (source, -m 1, reference) are what hold.
+TARGETS = {
+    "raw": dict(fmt="raw", weight=6),
+    "qcow2": dict(fmt="qcow2", weight=10, backing=True),
+    "qed": dict(fmt="qed", weight=1, backing=True,
+                size_opt=("cluster_size", [None, None, 4 * KiB, 1 * MiB])),
+    "qcow": dict(fmt="qcow", weight=1, backing=True),
+    "qcow-c": dict(fmt="qcow", weight=1, backing=True, compress="always"),
+    "vmdk": dict(fmt="vmdk", weight=1, create=["subformat=monolithicSparse"]),
+    # streamOptimized takes compressed writes only (the driver sets
+    # needs_compressed_writes, and convert compresses with or without -c):
+    # drawn with -c always, so the command line says what happens
+    "vmdk-stream": dict(fmt="vmdk", weight=1, create=["subformat=streamOptimized"],
+                        compress="always"),
+    "vdi": dict(fmt="vdi", weight=1),
+    "vhdx": dict(fmt="vhdx", weight=1,
+                 size_opt=("block_size", [None, None, 1 * MiB, 8 * MiB])),
+    "vpc": dict(fmt="vpc", weight=1, create=["force_size=on"]),
+    "parallels": dict(fmt="parallels", weight=1,
+                      size_opt=("cluster_size", [None, None, 4 * KiB, 64 * KiB])),
+}
+CLASSIC = ("raw", "qcow2")
+# formats whose qemu-img map has no zero/data distinction (no block status)
+MAP_FLAT = ("vhdx",)
+
+# The engine option sets of the other targets, taken in turn (rotated by
+# a seeded offset per format): m None is draw_m(), W None a coin
+ENGINES = [(1, False), (8, False), (64, False), (8, True), (64, True),
+           (None, False), (None, True), (None, None)]
+
+
+def target_plan(seed, index, targets):
+    """(target name, occurrence) of case `index`: the cases are cut into
+    blocks of sum(weight) of the selected targets, each block a seeded
+    shuffle of every target `weight` times; occurrence counts the cases of
+    that target before this one (from case 0 on)."""
+    names = [t for t in TARGETS if t in targets]
+    slots = [t for t in names for _ in range(TARGETS[t]["weight"])]
+    b, pos = divmod(index, len(slots))
+    random.Random(f"{seed}:targets:{b}").shuffle(slots)
+    t = slots[pos]
+    return t, b * TARGETS[t]["weight"] + slots[:pos].count(t)
+
+
+def engine_label(o):
+    m = o["m"]
+    return (f"-m {m}" if m in (1, 8, 64) else "-m other") + (" -W" if o["W"] else "")
+
+
+def engine_order(label):
+    m = label.split()[1]
+    return ("-W" in label, int(m) if m.isdigit() else 1 << 30)
+
+
+# --target-formats, when not the default, for the replay lines
+REPLAY_EXTRA = ""
 
 
 # ---------------------------------------------------------------- drawing
@@ -130,17 +235,25 @@ def draw_m(rng, max_m):
                                   rng.randint(1, 512)]))
 
 
-def draw_case(seed, index, max_m):
+def draw_case(seed, index, max_m, targets=tuple(TARGETS)):
     rng = random.Random(f"{seed}:{index}")
     case = {"seed": seed, "index": index}
+    target, occurrence = target_plan(seed, index, targets)
     kind = rng.choices(["single", "chain", "concat"], [60, 22, 18])[0]
     net = "none"
     if kind == "single":
-        kinds = ["none", "src-qemu-nbd", "src-nbdkit", "tgt-qemu-nbd", "tgt-nbdkit"]
-        weights = [76, 6, 6, 6, 6]
+        kinds = ["none", "src-qemu-nbd", "src-nbdkit"]
+        weights = [76, 6, 6]
+        if target == "raw":
+            # an NBD target is written with -O raw (its file raw or
+            # qcow2): drawn in raw cases only, more often there, so that
+            # their share of all cases stays near what it was
+            kinds += ["tgt-qemu-nbd", "tgt-nbdkit"]
+            weights += [30, 30]
         for k in NET_HOOK_KINDS:
-            kinds.append(k)
-            weights.append(6)
+            if not k.startswith("tgt-") or target == "raw":
+                kinds.append(k)
+                weights.append(30 if k.startswith("tgt-") else 6)
         net = rng.choices(kinds, weights)[0]
     case["kind"], case["net"] = kind, net
 
@@ -164,22 +277,40 @@ def draw_case(seed, index, max_m):
                                       size=draw_size(rng, 64 * KiB, False, limit=4 * MiB))
                            for i in range(rng.randint(2, 3))]
 
-    o = {}
+    spec = TARGETS[target]
+    o = {"target": target}
     if net.startswith("tgt-"):
         o["fmt"] = "raw"
         o["target_file_fmt"] = "qcow2" if net == "tgt-qemu-nbd" and rng.random() < 0.5 else "raw"
         o["n"] = rng.choice(["fresh", "fresh-zero", "dirty"])
     else:
-        o["fmt"] = rng.choice(["raw", "qcow2", "qcow2"])
+        o["fmt"] = spec["fmt"]
         o["target_file_fmt"] = o["fmt"]
     if o["target_file_fmt"] == "qcow2":
         o["cluster"] = rng.choice([None, None, 512, 4 * KiB, 64 * KiB, 1 * MiB, 2 * MiB])
+    create = list(spec.get("create", []))
+    if spec.get("size_opt"):
+        name, choices = spec["size_opt"]
+        size_opt = rng.choice(choices)
+        if size_opt:
+            create.append(f"{name}={size_opt}")
+    if create:
+        o["create"] = create
     if o["fmt"] == "qcow2" and rng.random() < 0.3:
         o["compress"] = rng.choice(["zlib", "zstd"])
+    elif spec.get("compress") == "always":
+        o["compress"] = "zlib"        # qcow's and vmdk's only one (deflate)
     o["S"] = rng.choice([None, None, "0", "4k", "64k"])
-    o["W"] = rng.random() < 0.5
-    o["m"] = draw_m(rng, max_m)
-    if kind == "chain" and o["fmt"] == "qcow2" and not net.startswith("tgt-") \
+    if target in CLASSIC:
+        o["W"] = rng.random() < 0.5
+        o["m"] = draw_m(rng, max_m)
+    else:
+        # -m 1, 8 and 64 and -W with 8 and 64, in turn (ENGINES)
+        rot = random.Random(f"{seed}:engines:{target}").randrange(len(ENGINES))
+        m, w = ENGINES[(occurrence + rot) % len(ENGINES)]
+        o["m"] = min(max_m, m) if m is not None else draw_m(rng, max_m)
+        o["W"] = w if w is not None else rng.random() < 0.5
+    if kind == "chain" and spec.get("backing") and not net.startswith("tgt-") \
             and rng.random() < 0.55:
         o["B"] = True
     if "n" not in o and not o.get("B") and rng.random() < 0.25:
@@ -190,10 +321,16 @@ def draw_case(seed, index, max_m):
         # check is strict for these (layout_strict())
         align_case(case, o.get("cluster") or 64 * KiB)
     if o.get("compress") and o.get("n") == "dirty":
-        # qcow2 cannot write compressed clusters over allocated ones
-        # (every build fails with EIO): keep such cases productive
+        # qcow2, qcow and vmdk streamOptimized cannot write compressed
+        # clusters over allocated ones (EIO; "Could not write to allocated
+        # cluster for streamOptimized"): keep such cases productive.  qcow
+        # refuses since the series' patch "qcow: refuse a compressed write
+        # over an allocated cluster" (iotest qcow-convert-compressed);
+        # 10.2.2 wrote the compressed bytes into the allocated cluster
+        # (found here: seed 8, 450 cases of the new formats, 4 corrupt)
         o["n"] = "fresh"
-    if not o.get("compress") and o["S"] is None and rng.random() < 0.15:
+    if not o.get("compress") and o["S"] is None and target in CLASSIC \
+            and rng.random() < 0.15:
         o["C"] = True
     case["opts"] = o
     case["data_seed"] = rng.randrange(1 << 30)
@@ -226,10 +363,14 @@ def describe(case):
     if case["kind"] == "chain":
         src = "<-".join(f"{s['fmt']}({s['size']})" for s in case["chain"])
     words = [case["kind"], src, "->", o["fmt"]]
+    if o.get("target", o["fmt"]) != o["fmt"]:
+        words[-1] += f"[{o['target']}]"
     if o.get("target_file_fmt") != o["fmt"]:
         words.append(f"(file {o['target_file_fmt']})")
     if o.get("cluster"):
         words.append(f"cluster_size={o['cluster']}")
+    if o.get("create"):
+        words.append("-o " + ",".join(o["create"]))
     words.append(f"-m {o['m']}")
     for k, flag in (("W", "-W"), ("C", "-C"), ("B", "-B")):
         if o.get(k):
@@ -290,6 +431,33 @@ def layout_strict(case, total):
     return "aligned"
 
 
+def reference_fixups(o):
+    """The bugs of the reference build (10.2.2) that the case's target
+    runs into there, each fixed by a patch of the series, as {what: why}:
+
+    "no-W": the reference conversion runs without -W.  qcow, -c: two
+        compressed writes in flight get the same offset and the image is
+        corrupt (patch 5); in-order, 10.2.2 has one write in flight.
+    "abort-W": if the reference conversion aborts on qed's assertion
+        `s->allocating_acb == NULL' (a woken allocating write, patch 7;
+        reached with -W), it runs again without -W.
+    "exit-1": qcow, -c: the reference exits 1 without a message, having
+        written the whole image (the zero-length compressed write that ends
+        the conversion fails, patch 6): that exit is accepted.
+
+    The reference conversion is made and compared (content and map) in
+    every case all the same; the case's line and the coverage count say
+    which of these applied (Runner.remarks)."""
+    fix = {}
+    if o["fmt"] == "qcow" and o.get("compress"):
+        if o["W"]:
+            fix["no-W"] = "reference without -W (10.2.2: -c -W -O qcow corrupts, patch 5)"
+        fix["exit-1"] = "reference exit 1 accepted (10.2.2: -c -O qcow exits 1, patch 6)"
+    if o["fmt"] == "qed" and o["W"]:
+        fix["abort-W"] = "reference aborted with -W, rerun without (10.2.2 qed, patch 7)"
+    return fix
+
+
 def written_zeroes(e):
     """A map extent that only a zero write makes: qcow2 zero clusters in
     the target's own layer (convert writes nothing else that reads as
@@ -315,6 +483,7 @@ class Runner:
         self.notes = []
         self.layout_checked = None
         self.checked = set()      # the CATEGORIES this case checked
+        self.remarks = []         # reference_fixups() and MAP_FLAT that applied
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -417,7 +586,9 @@ class Runner:
         return -(-img["size"] // 512) * 512
 
     # --- conversions
-    def convert(self, tools, m, tag):
+    def convert(self, tools, m, tag, W=None):
+        """Convert with the case's options, -m m, and -W unless W says
+        otherwise (reference_fixups())."""
         case, o = self.case, self.case["opts"]
         tfile = self.path(f"out-{tag}.{o['target_file_fmt']}")
         srcs = [s["path"] for s in case["sources"]]
@@ -431,7 +602,7 @@ class Runner:
         if not case["net"].startswith("src-") and len(set(sfmt)) == 1:
             argv += ["-f", sfmt[0]]
         argv += ["-O", o["fmt"], "-m", str(m)]
-        if o["W"]:
+        if o["W"] if W is None else W:
             argv.append("-W")
         if o.get("C"):
             argv.append("-C")
@@ -442,8 +613,9 @@ class Runner:
         create_opts = []
         if o.get("cluster"):
             create_opts.append(f"cluster_size={o['cluster']}")
-        if o.get("compress"):
+        if o.get("compress") and o["fmt"] == "qcow2":
             create_opts.append(f"compression_type={o['compress']}")
+        create_opts += o.get("create", [])
         if o.get("B"):
             back = case["chain"][-2]
             argv += ["-B", back["path"], "-F", back["fmt"]]
@@ -487,7 +659,10 @@ class Runner:
         o = self.case["opts"]
         size = self.total
         argv = [self.U.img, "create", "-q", "-f", o["target_file_fmt"]]
-        if create_opts and o["target_file_fmt"] == "qcow2":
+        # (a raw file gets none: create_opts are the qcow2 ones of a qcow2
+        # file, or those of the target's own format: vpc's force_size=on,
+        # vmdk's subformat, a block size)
+        if create_opts:
             argv += ["-o", ",".join(create_opts)]
         self.must(argv + [tfile, str(size)], "pre-creating the target")
         if o["n"] == "dirty":
@@ -541,10 +716,22 @@ class Runner:
         out_p, rp = self.convert(self.P, o["m"], "P")
         self.log.note("references: -m 1 of the same build, then the reference build")
         out_1, r1 = self.convert(self.P, 1, "m1")
-        out_u, ru = self.convert(self.U, m_u, "U")
+        fix = reference_fixups(o)
+        if "no-W" in fix:
+            self.log.note(fix["no-W"])
+            self.remarks.append(fix["no-W"])
+        out_u, ru = self.convert(self.U, m_u, "U", W=False if "no-W" in fix else None)
+        if "abort-W" in fix and ru.rc == -signal.SIGABRT and "allocating_acb" in ru.err:
+            self.log.note(fix["abort-W"])
+            self.remarks.append(fix["abort-W"])
+            out_u, ru = self.convert(self.U, m_u, "U", W=False)
         tf = o["target_file_fmt"]
         results = {"P": rp, "-m 1": r1, "unpatched": ru}
         bad = {t: r for t, r in results.items() if r.rc != 0 or r.timed_out}
+        if "exit-1" in fix and ru.rc == 1 and not ru.timed_out and not ru.err.strip():
+            # (an exit 1 with a message is some other failure, and stays one)
+            self.remarks.append(fix["exit-1"])
+            del bad["unpatched"]
         self.checked.add("run")
         if bad:
             # An option set that every build refuses the same way (exit 1,
@@ -596,6 +783,12 @@ class Runner:
                     maps[tag] = mp
             return maps[tag]
 
+        if tf in MAP_FLAT:
+            # vhdx has no block status: its map is one data extent whatever
+            # was written (TARGETS).  It is compared all the same (it must
+            # still be equal); the count says how many cases had only
+            # content to go by
+            self.remarks.append(f"map of {tf} shows no zero/data distinction")
         for tag, path, cat, what in (("m1", out_1, "m1", "-m 1"),
                                      ("U", out_u, "unpatched", "unpatched")):
             same_file = sums["P"] == sums[tag]
@@ -686,7 +879,23 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the case directories")
     ap.add_argument("--list", action="store_true", help="print the drawn cases, run nothing")
+    ap.add_argument("--target-formats", default=",".join(TARGETS), metavar="T,T,...",
+                    help="the target formats (-O) to draw from, comma-separated; default all: "
+                    + ", ".join(f"{t} ({TARGETS[t]['weight']})" for t in TARGETS)
+                    + " (weights: cases per block of consecutive cases).  qcow-c is qcow "
+                    "with -c, vmdk is monolithicSparse, vmdk-stream streamOptimized (always -c); "
+                    "vpc is created with force_size=on.  The draw depends on this list: "
+                    "replay a case with the same one")
     args = ap.parse_args()
+    targets = [t.strip() for t in args.target_formats.split(",") if t.strip()]
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown or not targets:
+        ap.error(f"--target-formats: unknown {', '.join(unknown) or '(none given)'}; "
+                 f"known: {', '.join(TARGETS)}")
+    targets = tuple(t for t in TARGETS if t in targets)
+    global REPLAY_EXTRA
+    if targets != tuple(TARGETS):
+        REPLAY_EXTRA = " --target-formats " + ",".join(targets)
 
     load_net_hook()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**9)
@@ -695,10 +904,10 @@ def main():
     U = common.Tools("unpatched", udir, int(os.environ.get("QCE_UNPATCHED_MAX_M", "16")))
     indices = args.case or list(range(args.first, args.first + args.cases))
     print(f"differential: seed {seed}, {len(indices)} cases, build under test {P.dir}, "
-          f"reference {U.dir}", flush=True)
+          f"reference {U.dir}, target formats {','.join(targets)}", flush=True)
     if args.list:
         for i in indices:
-            print(f"  case {i}: {describe(draw_case(seed, i, P.max_m))}")
+            print(f"  case {i}: {describe(draw_case(seed, i, P.max_m, targets))}")
         return 0
     for t in (P, U):
         if t.missing():
@@ -711,12 +920,13 @@ def main():
         common.register_tmp(root)
     failures = []
     stats = {}
+    per_target = {t: {"cases": 0, "failed": 0, "engines": {}} for t in targets}
     checked = {cat: 0 for cat, _ in CATEGORIES}
     lock = threading.Lock()
     t0 = time.monotonic()
 
     def one(i):
-        case = draw_case(seed, i, P.max_m)
+        case = draw_case(seed, i, P.max_m, targets)
         wd = os.path.join(root, f"case-{i}")
         os.mkdir(wd)
         r = Runner(case, P, U, wd)
@@ -738,13 +948,22 @@ def main():
                 stats[key] = stats.get(key, 0) + 1
             for cat in r.checked:
                 checked[cat] += 1
+            pt = per_target[case["opts"]["target"]]
+            pt["cases"] += 1
+            pt["failed"] += bool(r.errors)
+            eng = engine_label(case["opts"])
+            pt["engines"][eng] = pt["engines"].get(eng, 0) + 1
+            for n in r.remarks:
+                stats[n] = stats.get(n, 0) + 1
             status = "ok" if not r.errors else "FAILED"
             if r.consistent_failure and not r.errors:
                 status = "ok (every build refuses: " + r.consistent_failure + ")"
                 stats["every build refuses"] = stats.get("every build refuses", 0) + 1
-            print(f"  case {i} {status} {secs:5.1f}s  {describe(case)}", flush=True)
+            print(f"  case {i} {status} {secs:5.1f}s  {describe(case)}"
+                  + "".join(f"; {n}" for n in r.remarks), flush=True)
             for n in r.notes:
-                print(f"    note: {n}; replay: tests/differential.sh --seed {seed} --case {i}")
+                print(f"    note: {n}; replay: tests/differential.sh --seed {seed} --case {i}"
+                      + REPLAY_EXTRA)
                 key = "known layout issue" if n.startswith("known layout issue") else "note"
                 stats[key] = stats.get(key, 0) + 1
             if r.errors:
@@ -775,10 +994,22 @@ def main():
           f"{stats.get('known layout issue', 0)} of the others differed (notes)")
     print("differential: cases that checked each category: " +
           ", ".join(f"{cat} {checked[cat]}" for cat, _ in CATEGORIES))
+    print("differential: cases per target format: " + ", ".join(
+        f"{t} {v['cases']}" + (f" ({v['failed']} failed)" if v["failed"] else "")
+        for t, v in per_target.items()))
+    for t, v in per_target.items():
+        if t not in CLASSIC and v["cases"]:
+            engines = sorted(v["engines"].items(), key=lambda x: engine_order(x[0]))
+            print(f"differential:   {t}: " + ", ".join(f"{e} {n}" for e, n in engines))
     full = not args.case and len(indices) >= DEFAULT_CASES
     unchecked = []
     for cat, text in CATEGORIES:
         bad = [(c, r) for c, r in failures if any(e[0] == cat for e in r.errors)]
+        if cat == "layout" and "qcow2" not in targets:
+            # only qcow2 targets have a layout to check
+            print(f"skip - differential ({len(indices)} cases, seed {seed}): {text}: "
+                  f"no qcow2 among the target formats")
+            continue
         if not bad and not checked[cat]:
             # a check no case made passed nothing
             if full:
@@ -798,7 +1029,7 @@ def main():
           f"{len(failures)} failed"
           + (f", and no case checked {len(unchecked)} "
              f"categor{'y' if len(unchecked) == 1 else 'ies'}" if unchecked else "")
-          + f"; replay one with: tests/differential.sh --seed {seed} --case I")
+          + f"; replay one with: tests/differential.sh --seed {seed} --case I{REPLAY_EXTRA}")
     if args.keep:
         print(f"differential: case directories kept in {root}")
     return 1 if failures or unchecked else 0
@@ -806,7 +1037,7 @@ def main():
 
 def feature_keys(case):
     o = case["opts"]
-    keys = [f"kind={case['kind']}", f"O={o['fmt']}"]
+    keys = [f"kind={case['kind']}", f"O={o.get('target', o['fmt'])}"]
     if case["net"] != "none":
         keys.append(f"net={case['net']}")
     for k in ("W", "C", "B"):
@@ -829,7 +1060,8 @@ def report(seed, case, r, wd, keep):
     lines = [f"== differential case {case['index']} of seed {seed} FAILED: {describe(case)}"]
     for cat, text in r.errors:
         lines.append(f"   [{cat}] {text}")
-    lines.append(f"   replay: tests/differential.sh --seed {seed} --case {case['index']} --keep")
+    lines.append(f"   replay: tests/differential.sh --seed {seed} --case {case['index']} --keep"
+                 + REPLAY_EXTRA)
     lines.append("   or run these commands (the directory was "
                  f"{wd}{'' if keep else ', removed'}):")
     lines.append(f"     mkdir -p {shlex.quote(wd)}")
