@@ -57,12 +57,24 @@ load_pin() {
     base_tag=base-$QEMU_VERSION
 }
 
-# series_patches DIR: the patch files listed in DIR/series, in order
+# The identity the stored series carries (patches/*.patch): a group alias,
+# not a person; scripts/post-series replaces it with the poster's.
+# shellcheck disable=SC2034
+PLACEHOLDER_EMAIL=qemu-convert-engine@example.org
+
+# series_patches DIR [--upstream]: the patch files listed in DIR/series, in
+# order.  A line is "NAME" or "NAME  # downstream: WHY" (quilt ignores what
+# follows the name): a patch marked downstream is a backport, or already
+# upstream, carried for the distribution builds; --upstream leaves such
+# patches out (what scripts/post-series posts).
 series_patches() {
-    local d=$1 name
+    local d=$1 mode=${2:-} name rest
     [ -f "$d/series" ] || return 0
-    while read -r name; do
+    while read -r name rest; do
         case "$name" in ''|'#'*) continue ;; esac
+        if [ "$mode" = --upstream ]; then
+            case "$rest" in '# downstream'*) continue ;; esac
+        fi
         echo "$d/$name"
     done < "$d/series"
 }

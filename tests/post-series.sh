@@ -23,7 +23,16 @@ expect() {
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-mapfile -t names < <(grep -v -e '^#' -e '^$' "$top/patches/series")
+# The patches of the posting: those patches/series does not mark
+# "# downstream: ..." (they are for the distribution builds)
+mapfile -t names < <(awk '$1 !~ /^#/ && NF && !/# downstream: / { print $1 }' "$top/patches/series")
+mapfile -t down < <(awk '/# downstream: / { print $1 }' "$top/patches/series")
+down_subjects=()
+for p in "${down[@]}"; do
+    down_subjects+=("$(git mailinfo /dev/null /dev/null < "$top/patches/$p" | sed -n 's/^Subject: //p')")
+done
+# Who posts, in this test (the stored series carries a placeholder)
+poster="Ada Poster <ada.poster@mail.qemu-convert-engine.test>"
 n=${#names[@]}
 subjects=()
 for p in "${names[@]}"; do
@@ -35,10 +44,34 @@ rc=0
 "$top/scripts/post-series" --dry-run >"$tmp/run0" 2>&1 || rc=$?
 if [ $rc = 1 ] && grep -qF 'pass -v N' "$tmp/run0"; then ok "no -v: refused, says to pass -v N"; else fail "no -v: exit $rc: $(cat "$tmp/run0")"; fi
 
-# 1. v1 of the real series
+# 0b. no identity (no --from, no git user.name/user.email): refused; the
+# placeholder identity: refused
+mkdir -p "$tmp/nohome"
+rc=0
+env -u GIT_AUTHOR_NAME -u GIT_AUTHOR_EMAIL HOME="$tmp/nohome" XDG_CONFIG_HOME="$tmp/nohome" \
+    GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null \
+    "$top/scripts/post-series" -v 1 --dry-run --skip-build --skip-tests \
+    --out "$tmp/out0" >"$tmp/run0b" 2>&1 || rc=$?
+if [ $rc = 1 ] && grep -qF 'who posts?' "$tmp/run0b" && [ ! -e "$tmp/out0/v1" ]; then
+    ok "no identity: refused, says how to give one, writes no mail"
+else
+    fail "no identity: exit $rc, $(ls "$tmp/out0" 2>/dev/null): $(cat "$tmp/run0b")"
+fi
 rc=0
 "$top/scripts/post-series" -v 1 --dry-run --skip-build --skip-tests \
-    --out "$tmp/out" >"$tmp/run1" 2>&1 || rc=$?
+    --from "Convert Engine Maintainers <qemu-convert-engine@example.org>" \
+    --out "$tmp/out0" >"$tmp/run0c" 2>&1 || rc=$?
+if [ $rc = 1 ] && grep -qF 'placeholder identity' "$tmp/run0c"; then
+    ok "the placeholder identity: refused"
+else
+    fail "the placeholder identity: exit $rc: $(cat "$tmp/run0c")"
+fi
+
+# 1. v1 of the real series
+patches_before=$(cat "$top/patches/series" "$top/patches/"*.patch | sha256sum)
+rc=0
+"$top/scripts/post-series" -v 1 --dry-run --skip-build --skip-tests \
+    --from "$poster" --out "$tmp/out" >"$tmp/run1" 2>&1 || rc=$?
 if [ $rc = 0 ]; then
     ok "post-series -v 1 (build and tests skipped) passes its check"
 else
@@ -66,6 +99,24 @@ for m in "${mails[@]}"; do
     grep -qx 'Cc: qemu-block@nongnu.org' "$m" || problem="$problem $(basename "$m"):Cc"
 done
 if [ -z "$problem" ]; then ok "every mail: [PATCH v1 i/$n], Signed-off-by, To: qemu-devel, Cc: qemu-block"; else fail "mails:$problem"; fi
+problem=""
+for m in "${mails[@]}"; do
+    grep -qxF "From: $poster" "$m" || problem="$problem $(basename "$m"):From"
+    grep -qxF "Signed-off-by: $poster" "$m" || problem="$problem $(basename "$m"):Signed-off-by"
+    ! grep -qF 'qemu-convert-engine@example.org' "$m" || problem="$problem $(basename "$m"):placeholder"
+done
+if [ -z "$problem" ]; then ok "every mail is From: and Signed-off-by: the poster; no placeholder identity left"; else fail "identity:$problem"; fi
+problem=""
+for s in "${down_subjects[@]}"; do
+    grep -lqF "$s" "${mails[@]}" "$cover" 2>/dev/null && problem="$problem; '$s'"
+done
+if [ ${#down[@]} -gt 0 ] && [ -z "$problem" ]; then
+    ok "the ${#down[@]} patches marked downstream are not posted (not in any mail, not in the cover letter)"
+else
+    fail "downstream patches: ${#down[@]} marked; posted anyway:${problem#;}"
+fi
+holds "patches/ is unchanged by posting" \
+    [ "$(cat "$top/patches/series" "$top/patches/"*.patch | sha256sum)" = "$patches_before" ]
 
 # the cover letter
 if grep -q -e '\*\*\* SUBJECT HERE \*\*\*' -e '\*\*\* BLURB HERE \*\*\*' -e '{{' -e '<!--' "$cover"; then
@@ -86,7 +137,7 @@ else
     fail "cover letter has no maintainer Cc:"
 fi
 expect "$cover" "base-commit: $(git -C "$repo" rev-parse "$base_tag")" "cover letter names the base commit"
-expect "$cover" "$(sed -n 's/^From: //p' "${mails[0]}" | head -n 1)" "cover letter is From: the author of the series"
+expect "$cover" "From: $poster" "cover letter is From: the poster"
 problem=""
 i=0
 for s in "${subjects[@]}"; do
@@ -160,7 +211,7 @@ EOF
 echo "applied: 0123abcd qemu-img: a patch applied upstream" > "$tmp/rec/applied"
 rc=0
 "$top/scripts/post-series" -v 2 --dry-run --skip-build --skip-tests --series "$tmp/bad" \
-    --records "$tmp/rec" --out "$tmp/out" >"$tmp/run2" 2>&1 || rc=$?
+    --from "$poster" --records "$tmp/rec" --out "$tmp/out" >"$tmp/run2" 2>&1 || rc=$?
 holds "post-series -v 2 of a broken series exits 1 (exit $rc)" [ $rc = 1 ]
 expect "$tmp/run2" "FAIL - lint: v2-0001-" "the mail without Signed-off-by fails the check"
 expect "$tmp/run2" "no Signed-off-by:" "... and the failure says why"
