@@ -182,6 +182,54 @@ ninja_tools() {
 
 # The machine's own Debian mirror, from its apt configuration (so that no
 # host name is ever written in this repository); empty if none is found.
+# debian_source_download CACHE SUITE PACKAGE=VERSION DEST: apt-get source
+# --download-only of a Debian source package into DEST, through a private
+# apt configuration (CACHE/apt/SUITE, one per suite) built from the mirror
+# that the machine's own apt configuration names, so that any suite's
+# deb-src can be read without touching /etc/apt.  apt verifies the files
+# against the signed Sources index; the callers verify the SHA-256 of what
+# they use against their pin.  On failure: returns 1, the reason in
+# $debian_source_error (logs in CACHE/apt/SUITE/).
+debian_source_download() {
+    local cache=$1 suite=$2 spec=$3 dest=$4 mirror apt_dir
+    local -a apt_opts
+    # shellcheck disable=SC2034 # for the caller
+    debian_source_error=""
+    if ! command -v apt-get >/dev/null; then
+        # shellcheck disable=SC2034 # for the caller
+        debian_source_error="no apt-get here"
+        return 1
+    fi
+    mirror=$(debian_mirror)
+    if [ -z "$mirror" ]; then
+        # shellcheck disable=SC2034 # for the caller
+        debian_source_error="no Debian mirror found in /etc/apt"
+        return 1
+    fi
+    apt_dir=$cache/apt/$suite
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial" "$dest"
+    echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite main" \
+        > "$apt_dir/sources.list"
+    apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list"
+              -o "Dir::Etc::SourceParts=/dev/null"
+              -o "Dir::State::Lists=$apt_dir/lists"
+              -o "Dir::Cache=$apt_dir"
+              -o "Debug::NoLocking=1"
+              -o "Acquire::Retries=1"
+              -o "Acquire::http::Timeout=20")
+    if ! apt-get -qq "${apt_opts[@]}" update >"$apt_dir/update.log" 2>&1; then
+        # shellcheck disable=SC2034 # for the caller
+        debian_source_error="apt-get update of $suite failed (see $apt_dir/update.log)"
+        return 1
+    fi
+    if ! (cd "$dest" && apt-get -qq "${apt_opts[@]}" source --download-only "$spec") \
+            >"$apt_dir/source.log" 2>&1; then
+        # shellcheck disable=SC2034 # for the caller
+        debian_source_error=$(grep -m1 '^E:' "$apt_dir/source.log" || tail -n 1 "$apt_dir/source.log")
+        return 1
+    fi
+}
+
 debian_mirror() {
     local m
     m=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null |
