@@ -808,6 +808,15 @@ class Runner:
                         self.notes.append("map of P is sparser than unpatched where the "
                                           "source's top layer holds no data (-B or -n)")
                         continue
+                    if tag == "U" and (o.get("B") or o.get("n")) and \
+                            os.environ.get("QCE_STRICT_MAP") != "1" and \
+                            common.denser_only_diff(mp, mq, self.source_top_map()):
+                        # docs/testing.md, known issues: a zero run merged
+                        # into a data chunk and written as data (issue 13)
+                        self.notes.append("known map issue: P holds data where unpatched "
+                                          "reads zeroes and so does the source (-B or -n; "
+                                          "merged status extents; QCE_STRICT_MAP=1 fails it)")
+                        continue
                     self.fail("map", f"map of P differs from {what}:\n" +
                               common.map_diff(mp, mq))
         # 4. in-order qcow2 layout: the very file -m 1 writes.  It holds

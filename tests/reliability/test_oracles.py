@@ -21,6 +21,7 @@ import common  # noqa: E402
 if os.environ.get("QCE_ORACLE_ACCEPT_ALL") == "1":
     # the mutation tests/oracles.sh checks: every rejection case must fail
     common.sparser_only_diff = lambda p, u, src: True
+    common.denser_only_diff = lambda p, u, src: True
 
 M = 1 << 20
 
@@ -117,6 +118,35 @@ class SparserOnlyDiff(unittest.TestCase):
 
     def test_rejects_maps_of_different_lengths(self):
         self.assertFalse(self.diff(self.p[:2], self.u, self.src))
+
+
+class DenserOnlyDiff(unittest.TestCase):
+    # seed 908048242 case 125 (parallels target, -n): the source's top
+    # reads zeroes in [3M, 5M) but for 512 bytes at 4499968; the unpatched
+    # build leaves [3M, 4M) unallocated, the patched build wrote it as
+    # part of a data chunk
+    src = [ext(0, 3 * M), ext(3 * M, 2 * M, zero=True, data=False), ext(5 * M, M)]
+    u = [ext(0, 3 * M), ext(3 * M, M, present=False, zero=True, data=False), ext(4 * M, 2 * M)]
+    p = [ext(0, 6 * M)]
+
+    def diff(self, p, u, src):
+        return common.denser_only_diff(p, u, src)
+
+    def test_accepts_data_where_unpatched_and_source_read_zeroes(self):
+        self.assertTrue(self.diff(self.p, self.u, self.src))
+
+    def test_accepts_identical_maps(self):
+        self.assertTrue(self.diff(self.u, self.u, self.src))
+
+    def test_rejects_data_where_the_source_has_data_and_unpatched_none(self):
+        # U leaves a range out that the source holds data in: P's data
+        # there is not explained by a merged zero run
+        src = [ext(0, 6 * M)]
+        self.assertFalse(self.diff(self.p, self.u, src))
+
+    def test_rejects_a_hole_where_unpatched_has_data(self):
+        # the other way round: P sparser is not what this oracle accepts
+        self.assertFalse(self.diff(self.u, self.p, self.src))
 
 
 class CaseStructure(unittest.TestCase):
