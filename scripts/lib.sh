@@ -63,19 +63,22 @@ load_pin() {
 PLACEHOLDER_EMAIL=qemu-convert-engine@example.org
 
 # series_patches DIR [--upstream]: the patch files listed in DIR/series, in
-# order.  A line is "NAME" or "NAME  # downstream: WHY" (quilt ignores what
-# follows the name): a patch marked downstream is a backport, or already
-# upstream, carried for the distribution builds; --upstream leaves such
-# patches out (what scripts/post-series posts).
+# order (quilt's format: one name a line, '#' lines are comments).  A
+# comment line "# downstream: WHY" marks the patch named on the next line:
+# a backport, or already upstream, carried for the distribution builds;
+# --upstream leaves such patches out (what scripts/post-series posts).
 series_patches() {
-    local d=$1 mode=${2:-} name rest
+    local d=$1 mode=${2:-} name down=0
     [ -f "$d/series" ] || return 0
-    while read -r name rest; do
-        case "$name" in ''|'#'*) continue ;; esac
-        if [ "$mode" = --upstream ]; then
-            case "$rest" in '# downstream'*) continue ;; esac
+    while read -r name; do
+        case "$name" in
+        '# downstream: '?*) down=1; continue ;;
+        ''|'#'*) continue ;;
+        esac
+        if [ "$mode" != --upstream ] || [ $down = 0 ]; then
+            echo "$d/$name"
         fi
-        echo "$d/$name"
+        down=0
     done < "$d/series"
 }
 

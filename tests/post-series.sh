@@ -25,8 +25,8 @@ trap 'rm -rf "$tmp"' EXIT
 
 # The patches of the posting: those patches/series does not mark
 # "# downstream: ..." (they are for the distribution builds)
-mapfile -t names < <(awk '$1 !~ /^#/ && NF && !/# downstream: / { print $1 }' "$top/patches/series")
-mapfile -t down < <(awk '/# downstream: / { print $1 }' "$top/patches/series")
+mapfile -t names < <(awk '/^# downstream: / { d = 1; next } /^#/ || !NF { next } { if (!d) print; d = 0 }' "$top/patches/series")
+mapfile -t down < <(awk '/^# downstream: / { d = 1; next } /^#/ || !NF { next } { if (d) print; d = 0 }' "$top/patches/series")
 down_subjects=()
 for p in "${down[@]}"; do
     down_subjects+=("$(git mailinfo /dev/null /dev/null < "$top/patches/$p" | sed -n 's/^Subject: //p')")

@@ -345,6 +345,31 @@ def raw_map(path):
     return out
 
 
+def _map_entry(mp, off):
+    """The extent of filtered map @mp that holds byte @off, or None."""
+    for e in mp:
+        if e["start"] <= off < e["start"] + e["length"]:
+            return e
+    return None
+
+
+def _differs_only_where(p, u, src, allowed):
+    """True if filtered maps @p and @u agree everywhere except in pieces
+    where allowed(x, y, s) holds for their extents there (@src: the
+    source's filtered map)."""
+    cuts = sorted({b for mp in (p, u, src) for e in mp
+                   for b in (e["start"], e["start"] + e["length"])})
+    for off in cuts[:-1]:
+        x, y, s = _map_entry(p, off), _map_entry(u, off), _map_entry(src, off)
+        if x is None or y is None:
+            return False
+        kx = {k: v for k, v in x.items() if k not in ("start", "length")}
+        ky = {k: v for k, v in y.items() if k not in ("start", "length")}
+        if kx != ky and not allowed(x, y, s):
+            return False
+    return True
+
+
 def sparser_only_diff(p, u, src):
     """True if two filtered qcow2 maps of a conversion to a target with a
     backing file (-B) or old contents (-n) differ only where @p allocates
@@ -367,12 +392,6 @@ def sparser_only_diff(p, u, src):
     backing file, nothing: it reads as zeroes, as the -B rules have always
     had it, -S 0 or not).  The content is the same (checked separately by
     compare)."""
-    def entry(mp, off):
-        for e in mp:
-            if e["start"] <= off < e["start"] + e["length"]:
-                return e
-        return None
-
     def unallocated(e):
         # not in the top layer: in a backing file, or nowhere (beyond the
         # end of a shorter backing file, or no backing file there)
@@ -388,17 +407,7 @@ def sparser_only_diff(p, u, src):
             # P reads zeroes without data: so must the source
             return bool(s.get("zero"))
         return False
-    cuts = sorted({b for mp in (p, u, src) for e in mp
-                   for b in (e["start"], e["start"] + e["length"])})
-    for off in cuts[:-1]:
-        x, y, s = entry(p, off), entry(u, off), entry(src, off)
-        if x is None or y is None:
-            return False
-        kx = {k: v for k, v in x.items() if k not in ("start", "length")}
-        ky = {k: v for k, v in y.items() if k not in ("start", "length")}
-        if kx != ky and not p_sparser(x, y, s):
-            return False
-    return True
+    return _differs_only_where(p, u, src, p_sparser)
 
 
 def denser_only_diff(p, u, src):
@@ -415,29 +424,12 @@ def denser_only_diff(p, u, src):
     a known, user-visible difference of the block status patch (issue 13
     of this project: keep 10.2.2's map for -B/-n targets), tolerated here
     as a note until that is fixed; QCE_STRICT_MAP=1 makes it a failure."""
-    def entry(mp, off):
-        for e in mp:
-            if e["start"] <= off < e["start"] + e["length"]:
-                return e
-        return None
-
     def reads_zero(e):
         return e is not None and (not e.get("present", True) or
                                   (e.get("zero") and not e.get("data")))
 
-    cuts = sorted({b for mp in (p, u, src) for e in mp
-                   for b in (e["start"], e["start"] + e["length"])})
-    for off in cuts[:-1]:
-        x, y, s = entry(p, off), entry(u, off), entry(src, off)
-        if x is None or y is None:
-            return False
-        kx = {k: v for k, v in x.items() if k not in ("start", "length")}
-        ky = {k: v for k, v in y.items() if k not in ("start", "length")}
-        if kx == ky:
-            continue
-        if not (x.get("data") and reads_zero(y) and reads_zero(s)):
-            return False
-    return True
+    return _differs_only_where(
+        p, u, src, lambda x, y, s: bool(x.get("data")) and reads_zero(y) and reads_zero(s))
 
 
 def map_diff(a, b, limit=6):
