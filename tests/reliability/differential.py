@@ -799,24 +799,6 @@ class Runner:
             if tf == "raw" or not same_file:
                 mp, mq = get_map("P", out_p), get_map(tag, path)
                 if mp is not None and mq is not None and mp != mq:
-                    if tag == "U" and (o.get("B") or o.get("n")) and \
-                            common.sparser_only_diff(mp, mq, self.source_top_map()):
-                        # docs/testing.md: -B or -n, ranges the source's
-                        # top layer holds no data in, that 10.2.2 writes
-                        # as data and the patched build leaves to the
-                        # backing file or writes as zero clusters
-                        self.notes.append("map of P is sparser than unpatched where the "
-                                          "source's top layer holds no data (-B or -n)")
-                        continue
-                    if tag == "U" and (o.get("B") or o.get("n")) and \
-                            os.environ.get("QCE_STRICT_MAP") != "1" and \
-                            common.denser_only_diff(mp, mq, self.source_top_map()):
-                        # docs/testing.md, known issues: a zero run merged
-                        # into a data chunk and written as data (issue 13)
-                        self.notes.append("known map issue: P holds data where unpatched "
-                                          "reads zeroes and so does the source (-B or -n; "
-                                          "merged status extents; QCE_STRICT_MAP=1 fails it)")
-                        continue
                     self.fail("map", f"map of P differs from {what}:\n" +
                               common.map_diff(mp, mq))
         # 4. in-order qcow2 layout: the very file -m 1 writes.  It holds

@@ -17,6 +17,10 @@ Groups (--group, comma-separated; default: all but signals):
             (SIGKILL) while the copy is in flight
   salvage   --salvage over random persistent read errors: zeroes exactly
             at the injected sectors, the source everywhere else
+  earlystop a slow (20 ms per status request), fragmented 1 GiB NBD
+            source whose every read fails: the convert exits 1 naming
+            the read, and no more block status requests start after the
+            failed read than were in flight (one per status walker)
   signals   SIGINT and SIGTERM while the copy is in flight
 
 Modes: -m 1, -m 8 and -m MAX (512), each with and without -W (signals:
@@ -66,6 +70,7 @@ TIMEOUT = 60
 # below both, each engine asks about a whole data or hole extent in one
 # query, which copy_chunks() relies on.
 STATUS_SEGMENT = 64 * MiB
+STATUS_WALKERS = 8        # the patched engine's status walkers
 assert SIZE < STATUS_SEGMENT
 # holes of the sparse source, read as zeroes: 1M..3M+4k and 6M..7M
 HOLES = [(1 * MiB, 3 * MiB + 4096), (6 * MiB, 7 * MiB)]
@@ -561,6 +566,59 @@ class Suite:
                             detail=f" -> {r.err.strip().splitlines()[-1]}" if r.err.strip() else "")
                 shutil.rmtree(d, ignore_errors=True)
 
+    # ------------------------------------------------------------ earlystop
+    def group_earlystop(self):
+        """After the first error, nothing more is asked of the source: the
+        block status walkers stop at their next query, not at the end of
+        their 64 MiB segment.  The source: 1 GiB (16 segments), 4 KiB of
+        data in every 8 KiB (16384 extents a segment, several status
+        replies each), every status reply 20 ms late, every read failing."""
+        p = os.path.join(self.root, "src-frag.raw")
+        if not os.path.exists(p):
+            block = random.Random(self.seed).randbytes(4096)
+            with open(p, "wb") as f:
+                f.truncate(1024 * MiB)
+                for off in range(0, 1024 * MiB, 8192):
+                    f.seek(off)
+                    f.write(block)
+        for mode in self.modes():
+            d = self.workdir("earlystop")
+            log = common.Log()
+            before = {p: common.file_sha256(p)}
+            sock = os.path.join(d, "nbd.sock")
+            nlog = os.path.join(d, "nbdkit.log")
+            srv = common.start_nbdkit(log, sock, ["file", f"file={p}", f"logfile={nlog}",
+                                                  "delay-extents=20ms", "error-pread-rate=100%",
+                                                  "error=EIO"],
+                                      filters=["log", "error", "delay"], extra=["--readonly"])
+            tgt = os.path.join(d, "tgt.raw")
+            r = run(log, self.convert("-f", "raw", *mode, "-O", "raw", nbd_uri(sock), tgt),
+                    timeout=TIMEOUT, cwd=d)
+            common.stop_process(srv)
+            events = common.nbdkit_log(nlog)
+            first = next((i for i, ev in enumerate(events)
+                          if ev[0] == "end" and ev[1] == "Read" and ev[5] is not None
+                          and ev[5] < 0), None)
+            problems = self.check_run(r, d, before, 1,
+                                      r"error while reading at byte (?P<off>\d+)",
+                                      lambda o: None if o % 8192 == 0
+                                      else "not the start of a data extent (every 8 KiB)")
+            extents = sum(1 for ev in events if ev[0] == "start" and ev[1] == "Extents")
+            after = (sum(1 for ev in events[first:] if ev[0] == "start" and ev[1] == "Extents")
+                     if first is not None else None)
+            if first is None:
+                problems.append("the nbdkit log shows no failed read")
+            else:
+                self.fault("earlystop")
+                if after > STATUS_WALKERS:
+                    problems.append(f"{after} block status requests started after the failed "
+                                    f"read (at most {STATUS_WALKERS}, one per walker, may have "
+                                    f"been in flight); {extents} in all")
+            self.record("earlystop", f"every read failing, 20 ms status, {' '.join(mode)}",
+                        problems, log,
+                        detail=f" -> {extents} status requests, {after} after the failed read")
+            shutil.rmtree(d, ignore_errors=True)
+
     # ------------------------------------------------------------ kill
     def wait_log(self, path, word, proc, timeout=20):
         deadline = time.monotonic() + timeout
@@ -731,7 +789,7 @@ class Suite:
 
 NBD_KIND = {"pread": "Read", "extents": "Extents", "pwrite": "Write", "zero": "Zero"}
 
-GROUPS = ["blkdebug", "qcow2", "nbdkit", "kill", "salvage", "signals"]
+GROUPS = ["blkdebug", "qcow2", "nbdkit", "kill", "salvage", "earlystop", "signals"]
 SUMMARY = {
     "blkdebug": "blkdebug read/write/write-zeroes/block-status errors at chosen and random "
                 "offsets exit 1 naming the operation and chunk; flush as documented",
@@ -741,6 +799,8 @@ SUMMARY = {
               "operation named, or a verified copy when no error was drawn",
     "kill": "a source or target server killed mid-copy: exit 1, operation named",
     "salvage": "--salvage: zeroes exactly at the injected sectors, source elsewhere",
+    "earlystop": "an early read error on a slow, fragmented NBD source: exit 1, and no "
+                 "block status request starts after it beyond those in flight",
     "signals": "SIGINT/SIGTERM mid-copy end qemu-img within 5 s, non-zero",
 }
 
@@ -748,7 +808,7 @@ SUMMARY = {
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, help="seed for offsets and rates (default: random)")
-    ap.add_argument("--group", default="blkdebug,qcow2,nbdkit,kill,salvage",
+    ap.add_argument("--group", default="blkdebug,qcow2,nbdkit,kill,salvage,earlystop",
                     help="comma-separated groups: " + ",".join(GROUPS))
     ap.add_argument("--max-m", type=int, default=int(os.environ.get("QCE_PATCHED_MAX_M", "512")))
     ap.add_argument("--keep", action="store_true")
