@@ -17,10 +17,10 @@ Groups (--group, comma-separated; default: all but signals):
             (SIGKILL) while the copy is in flight
   salvage   --salvage over random persistent read errors: zeroes exactly
             at the injected sectors, the source everywhere else
-  earlystop a slow (20 ms per status request), fragmented 1 GiB NBD
-            source whose every read fails: the convert exits 1 naming
-            the read, and no more block status requests start after the
-            failed read than were in flight (one per status walker)
+  earlystop an NBD source whose status replies are slow (5 ms) and short
+            (64 KiB) and whose every read fails: the convert exits 1
+            naming the read, and no more block status requests start
+            after the failed read than were in flight (one per walker)
   signals   SIGINT and SIGTERM while the copy is in flight
 
 Modes: -m 1, -m 8 and -m MAX (512), each with and without -W (signals:
@@ -65,11 +65,11 @@ CHUNK = 2 * MiB           # convert's copy buffer (IO_BUF_SIZE): a data chunk
 CLUSTER = 64 * KiB        # the qcow2 targets' cluster: the chunk with -c
 SIZE = 9 * MiB + 3584     # a multiple of neither 64k nor 2 MiB
 TIMEOUT = 60
-# The patched walker asks for block status in 64 MiB segments, the
+# The patched walker asks for block status in 16 MiB segments, the
 # unpatched engine in requests of up to BDRV_REQUEST_MAX_BYTES (~2 GiB):
 # below both, each engine asks about a whole data or hole extent in one
 # query, which copy_chunks() relies on.
-STATUS_SEGMENT = 64 * MiB
+STATUS_SEGMENT = 16 * MiB
 STATUS_WALKERS = 8        # the patched engine's status walkers
 assert SIZE < STATUS_SEGMENT
 # holes of the sparse source, read as zeroes: 1M..3M+4k and 6M..7M
@@ -367,7 +367,7 @@ class Suite:
             elif op == "block-status":
                 # the status query that covers @off: each engine asks
                 # about a whole data or hole extent at once, from its
-                # start to the end of the image (or of a 64 MiB status
+                # start to the end of the image (or of a 16 MiB status
                 # segment, patched; of BDRV_REQUEST_MAX_BYTES,
                 # unpatched), and blkdebug fails the query whose range
                 # holds @off.  The source is data throughout: the window
@@ -570,15 +570,16 @@ class Suite:
     def group_earlystop(self):
         """After the first error, nothing more is asked of the source: the
         block status walkers stop at their next query, not at the end of
-        their 64 MiB segment.  The source: 1 GiB (16 segments), 4 KiB of
-        data in every 8 KiB (16384 extents a segment, several status
-        replies each), every status reply 20 ms late, every read failing."""
-        p = os.path.join(self.root, "src-frag.raw")
+        their segment.  The source: 256 MiB with 4 KiB of data in every
+        MiB, served by nbdkit with every status reply cut to 64 KiB
+        (blocksize filter, maxlen: 256 replies a 16 MiB status segment)
+        and 5 ms late, and every read failing."""
+        p = os.path.join(self.root, "src-earlystop.raw")
         if not os.path.exists(p):
             block = random.Random(self.seed).randbytes(4096)
             with open(p, "wb") as f:
-                f.truncate(1024 * MiB)
-                for off in range(0, 1024 * MiB, 8192):
+                f.truncate(256 * MiB)
+                for off in range(0, 256 * MiB, MiB):
                     f.seek(off)
                     f.write(block)
         for mode in self.modes():
@@ -588,9 +589,10 @@ class Suite:
             sock = os.path.join(d, "nbd.sock")
             nlog = os.path.join(d, "nbdkit.log")
             srv = common.start_nbdkit(log, sock, ["file", f"file={p}", f"logfile={nlog}",
-                                                  "delay-extents=20ms", "error-pread-rate=100%",
-                                                  "error=EIO"],
-                                      filters=["log", "error", "delay"], extra=["--readonly"])
+                                                  "maxlen=64k", "delay-extents=5ms",
+                                                  "error-pread-rate=100%", "error=EIO"],
+                                      filters=["log", "error", "blocksize", "delay"],
+                                      extra=["--readonly"])
             tgt = os.path.join(d, "tgt.raw")
             r = run(log, self.convert("-f", "raw", *mode, "-O", "raw", nbd_uri(sock), tgt),
                     timeout=TIMEOUT, cwd=d)
@@ -601,8 +603,8 @@ class Suite:
                           and ev[5] < 0), None)
             problems = self.check_run(r, d, before, 1,
                                       r"error while reading at byte (?P<off>\d+)",
-                                      lambda o: None if o % 8192 == 0
-                                      else "not the start of a data extent (every 8 KiB)")
+                                      lambda o: None if o % MiB == 0
+                                      else "not the start of a data extent (every MiB)")
             extents = sum(1 for ev in events if ev[0] == "start" and ev[1] == "Extents")
             after = (sum(1 for ev in events[first:] if ev[0] == "start" and ev[1] == "Extents")
                      if first is not None else None)
@@ -614,8 +616,8 @@ class Suite:
                     problems.append(f"{after} block status requests started after the failed "
                                     f"read (at most {STATUS_WALKERS}, one per walker, may have "
                                     f"been in flight); {extents} in all")
-            self.record("earlystop", f"every read failing, 20 ms status, {' '.join(mode)}",
-                        problems, log,
+            self.record("earlystop", f"every read failing, status in 64 KiB replies, "
+                        f"{' '.join(mode)}", problems, log,
                         detail=f" -> {extents} status requests, {after} after the failed read")
             shutil.rmtree(d, ignore_errors=True)
 
@@ -799,7 +801,7 @@ SUMMARY = {
               "operation named, or a verified copy when no error was drawn",
     "kill": "a source or target server killed mid-copy: exit 1, operation named",
     "salvage": "--salvage: zeroes exactly at the injected sectors, source elsewhere",
-    "earlystop": "an early read error on a slow, fragmented NBD source: exit 1, and no "
+    "earlystop": "an early read error on an NBD source with slow, short status replies: exit 1, no "
                  "block status request starts after it beyond those in flight",
     "signals": "SIGINT/SIGTERM mid-copy end qemu-img within 5 s, non-zero",
 }
