@@ -186,10 +186,12 @@ class Stack:
                 data by that many ms in each direction (RTT = 2 x delay_ms)
     procs       optional registry with add(popen, group) / stop(popen) (the
                 bench's), so that its Ctrl-C handling sees these too
+    tgtd_iothreads  tgtd's -t (its backing-store I/O threads per LUN);
+                None: tgtd's default
     """
 
     def __init__(self, workdir, export_dir=None, lun_file=None, delay_ms=None,
-                 procs=None, readonly_export=True, tag=None):
+                 procs=None, readonly_export=True, tag=None, tgtd_iothreads=None):
         self.workdir = os.path.realpath(workdir)
         if self.workdir == "/run" or self.workdir.startswith(("/run/", "/var/run/")):
             raise NetStorageError(f"workdir {workdir} is under /run, which the "
@@ -198,6 +200,7 @@ class Stack:
         self.lun_file = lun_file and os.path.realpath(lun_file)
         self.delay_ms, self.procs = delay_ms, procs
         self.readonly_export = readonly_export
+        self.tgtd_iothreads = tgtd_iothreads
         tag = tag or str(os.getpid())
         self.ns_s, self.ns_c = f"{NS_PREFIX}-{tag}-s", f"{NS_PREFIX}-{tag}-c"
         self.started = []     # (name, Popen), in start order
@@ -371,7 +374,8 @@ class Stack:
     def _start_iscsi(self):
         log = os.path.join(self.workdir, "tgtd.log")
         tgtd = self._spawn("tgtd", self._in_server(
-            ["tgtd", "-f", "--iscsi", f"portal=0.0.0.0:{PORTS['iscsi']}"]), log)
+            ["tgtd", "-f", "--iscsi", f"portal=0.0.0.0:{PORTS['iscsi']}",
+             *(["-t", str(self.tgtd_iothreads)] if self.tgtd_iothreads else [])]), log)
         self._wait("tgtd", lambda: self._tgtadm("--op", "show", "--mode", "sys",
                                                 check=False) == 0, tgtd, log)
         self._tgtadm("--op", "new", "--mode", "target", "--tid", "1", "-T", IQN)
