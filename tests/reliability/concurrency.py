@@ -29,10 +29,20 @@ What must hold (the reason the series exists):
                 the copy has started (the source is larger than the 1 GiB
                 the walk may run ahead), some such request more than
                 LOOKAHEAD bytes beyond the copy front.
+  in order at any -m  (issue 16) a 32 MiB qcow2 of 128 runs of 64 KiB of
+                data and a 64 KiB zero cluster, copied with -n at -m 64
+                and -m 512 into (a) an NBD target that refuses any write
+                below the end of an earlier one (tests/bin/nbdkit-ascending,
+                one nbdkit thread: requests handled in wire order), which
+                must succeed, and (b) a new qcow2 exported by the build's
+                qemu-nbd, whose data clusters must lie in guest order
+                (qemu-img map: host offsets ascending).
 Every copy is checked with the unpatched build's `qemu-img compare`.
 
-The same criteria are applied to two engines that must be rejected, so a
+The same criteria are applied to engines that must be rejected, so a
 green run proves the checks can fail:
+  - -W -m 64 (writes out of order): refused by the ascending-only target,
+    qcow2 clusters out of guest order behind qemu-nbd;
   - the unpatched build: one write in flight in the default mode, and
     status queried at the copy's cursor, one extent at a time;
   - a serial engine: the build under test behind tests/bin/qemu-img-serial,
@@ -40,6 +50,7 @@ green run proves the checks can fail:
 """
 
 import argparse
+import json
 import os
 import random
 import re
@@ -62,6 +73,11 @@ EXTENT = 64 * 1024
 # (STRIDE) beyond the front.
 LOOKAHEAD = 4 * STRIDE
 WRITE_TYPES = ("Write", "Zero", "Trim")
+# The in-order case: 128 runs of 64 KiB of data, then a 64 KiB zero
+# cluster, at the start of a 32 MiB qcow2 (the rest unallocated)
+ORDER_SIZE = 32 * MiB
+ORDER_RUNS = 128
+ORDER_RUN = 64 * 1024
 
 
 def analyse_target(events):
@@ -225,6 +241,82 @@ class Run:
                 "status": status, "overlapping": overlapping, "ahead": ahead,
                 "same": good, "compare": c}
 
+    def make_order_source(self, io, path):
+        """The in-order case's qcow2 source (see ORDER_RUNS), written with
+        the verifier's qemu-io; the data pattern byte changes per run."""
+        log = common.Log()
+        r = common.run(log, [os.path.join(os.path.dirname(io), "qemu-img"), "create",
+                             "-q", "-f", "qcow2", path, str(ORDER_SIZE)])
+        cmds = []
+        for i in range(ORDER_RUNS):
+            off = 2 * i * ORDER_RUN
+            cmds += ["-c", f"write -P {i % 250 + 1} {off} {ORDER_RUN}",
+                     "-c", f"write -z {off + ORDER_RUN} {ORDER_RUN}"]
+        if r.rc == 0:
+            r = common.run(log, [io, "-f", "qcow2", path] + cmds)
+        if r.rc != 0:
+            print("\n".join("    " + line for line in log.lines))
+            raise RuntimeError("cannot make the in-order case's source")
+
+    def into_ascending(self, label, img, opts, src, verifier):
+        """Copy the in-order source into tests/bin/nbdkit-ascending.
+        Returns (exit status, copy right, writes the server refused)."""
+        d = os.path.join(self.root, "asc-" + label.replace(" ", "_").replace("-", ""))
+        os.mkdir(d)
+        log = common.Log()
+        tgt, err = os.path.join(d, "target.raw"), os.path.join(d, "nbdkit.err")
+        with open(tgt, "wb") as f:
+            f.truncate(ORDER_SIZE)
+        plugin = os.path.join(common.TOP, "tests", "bin", "nbdkit-ascending")
+        sock = os.path.join(d, "tgt.sock")
+        p = common.start_nbdkit(log, sock, ["sh", plugin, "file=" + tgt],
+                                extra=["--threads", "1"], stderr_file=err)
+        try:
+            r = common.run(log, [img, "convert", "-n", "-f", "qcow2", "-O", "raw"] + opts
+                           + [src, common.nbd_uri(sock)], timeout=600)
+        finally:
+            common.stop_process(p)
+        with open(err, errors="replace") as f:
+            refused = sum("refused:" in line for line in f)
+        good = r.rc == 0 and self.same_fmt(verifier, "raw", src, tgt)
+        print(f"  ascending-only target, {label}: exit {r.rc}, {refused} writes refused",
+              flush=True)
+        return r.rc, good, refused
+
+    def into_qemu_nbd(self, label, tools, img, opts, src, verifier):
+        """Copy the in-order source into a new qcow2 that the build's
+        qemu-nbd exports.  Returns (exit status, copy right, data extents,
+        data extents whose host offset is below the previous one's)."""
+        d = os.path.join(self.root, "qnbd-" + label.replace(" ", "_").replace("-", ""))
+        os.mkdir(d)
+        log = common.Log()
+        tgt, sock = os.path.join(d, "target.qcow2"), os.path.join(d, "tgt.sock")
+        r = common.run(log, [tools.img, "create", "-q", "-f", "qcow2", tgt, str(ORDER_SIZE)])
+        if r.rc != 0:
+            raise RuntimeError("qemu-img create failed: " + r.err)
+        p = common.start_background(log, [tools.nbd, "-f", "qcow2", "-k", sock, tgt])
+        try:
+            if not common.wait_socket(sock, p):
+                raise RuntimeError("qemu-nbd did not start")
+            r = common.run(log, [img, "convert", "-n", "-f", "qcow2", "-O", "raw"] + opts
+                           + [src, common.nbd_uri(sock)], timeout=600)
+        finally:
+            # qemu-nbd without --persistent exits once the client is gone
+            common.stop_process(p)
+        m = common.run(log, [verifier, "map", "--output=json", "-f", "qcow2", tgt])
+        data = [e for e in json.loads(m.out or "[]") if e.get("data") and "offset" in e]
+        backward = sum(1 for a, b in zip(data, data[1:]) if b["offset"] < a["offset"])
+        good = r.rc == 0 and m.rc == 0 and self.same_fmt(verifier, "qcow2", src, tgt)
+        print(f"  qcow2 behind qemu-nbd, {label}: exit {r.rc}, {len(data)} data extents, "
+              f"{backward} below the previous one in the file", flush=True)
+        return r.rc, good, len(data), backward
+
+    @staticmethod
+    def same_fmt(verifier, tgt_fmt, src, tgt):
+        """The qcow2 @src and @tgt (of format @tgt_fmt) have the same content."""
+        return common.run(common.Log(), [verifier, "compare", "-q", "-f", "qcow2",
+                                         "-F", tgt_fmt, src, tgt]).rc == 0
+
     @staticmethod
     def ahead(m):
         """The status walk ran ahead of the copy: status was requested once
@@ -292,6 +384,32 @@ def main():
         run.say(w["rc"] == 0 and w["same"], f"-W -m {args.m}: the copy is right")
         run.say(w["most"] > 1, f"-W -m {args.m}: more than one write in flight (at most {w['most']})")
         run.say(run.ahead(w), f"-W -m {args.m}: block status runs ahead of the copy")
+
+        # In order at any -m: the writes reach the target in ascending
+        # order even where the client has fewer request slots than -m
+        osrc = os.path.join(root, "order.qcow2")
+        run.make_order_source(U.io, osrc)
+        for mm in (64, 512):
+            rc, good, refused = run.into_ascending(f"-m {mm}", P.img, ["-m", str(mm)],
+                                                   osrc, U.img)
+            run.say(rc == 0 and good and refused == 0,
+                    f"default -m {mm}: an ascending-only NBD target takes the copy "
+                    f"(exit {rc}, {refused} writes refused)")
+            rc, good, n, back = run.into_qemu_nbd(f"-m {mm}", P, P.img, ["-m", str(mm)],
+                                                  osrc, U.img)
+            run.say(rc == 0 and good and n == ORDER_RUNS and back == 0,
+                    f"default -m {mm}: a qcow2 behind qemu-nbd gets its {n} data "
+                    f"clusters in guest order ({back} below the previous one)")
+        rc, good, refused = run.into_ascending("-W -m 64", P.img, ["-m", "64", "-W"],
+                                               osrc, U.img)
+        run.say(rc != 0 and refused > 0,
+                f"the checks reject out-of-order writes (-W -m 64: exit {rc}, "
+                f"{refused} writes refused)")
+        rc, good, n, back = run.into_qemu_nbd("-W -m 64", P, P.img, ["-m", "64", "-W"],
+                                              osrc, U.img)
+        run.say(good and back > 0,
+                f"the checks reject out-of-order writes behind qemu-nbd (-W -m 64: "
+                f"{back} of {n} data clusters below the previous one)")
 
         # The same checks must reject the engines the series replaces.
         u = run.measure("unpatched default", U.img, m, src, U.img)
