@@ -38,6 +38,28 @@ check "no WRONG COPY or TOOL FAILED line" \
     eval "! grep -E 'WRONG COPY|TOOL FAILED' '$tmp/out'"
 check "the seed is printed" grep -q '^bench: seed [0-9]' "$tmp/out"
 check "no nbdkit or tool process outlives the run" no_leftover "$tmp/s1"
+check "the idle check is recorded (CPU busy before and after the run)" \
+    /usr/bin/python3 -c 'import json, sys
+m = json.load(open(sys.argv[1]))["machine"]
+sys.exit(not (0 <= m["idle_start"]["cpu_busy"] <= 1 and "idle_end" in m
+              and isinstance(m["not_idle"], bool)))' "$tmp/quick.json"
+
+# A full (not --quick) run refuses a busy machine before it starts
+# anything: busy loops take every CPU.
+spin=()
+for _ in $(seq "$(nproc)"); do
+    ( exec timeout 30 sh -c 'while :; do :; done' ) & spin+=($!)
+done
+rc=0
+"$top/scripts/bench" --no-docs --reps 1 --scratch "$tmp/busy" \
+    --results "$tmp/busy.json" s3-raw >"$tmp/busy.out" 2>&1 || rc=$?
+kill "${spin[@]}" 2>/dev/null || true
+wait "${spin[@]}" 2>/dev/null || true
+if [ $rc = 2 ] && grep -q 'the machine is busy' "$tmp/busy.out" && [ ! -e "$tmp/busy.json" ]; then
+    ok "a full run on a busy machine is refused (exit 2, says why, no results)"
+else
+    fail "a full run on a busy machine: exit $rc:"; sed 's/^/    /' "$tmp/busy.out"
+fi
 check "the scratch directory is removed" eval "[ -z \"\$(ls -A '$tmp/s1' 2>/dev/null)\" ]"
 check "docs/benchmarks.md and docs/bench-*.png are untouched" \
     eval "[ \"\$(docsum)\" = '$before' ]"
