@@ -69,19 +69,19 @@ check "the quick document is written to build/bench/quick/" \
 # Every run verified; NBD runs counted reads on the source and writes on
 # the target; the quick scenarios all ran; nbdcopy skipped where it must be.
 if [ -f "$tmp/quick.json" ]; then
-    helper "$tmp/json.out" 7 "the results JSON checks" -- \
+    helper "$tmp/json.out" 8 "the results JSON checks" -- \
         /usr/bin/python3 - "$tmp/quick.json" <<'PY'
 import json, sys
 res = json.load(open(sys.argv[1]))
 sc = {s["id"]: s for s in res["scenarios"]}
 def say(ok, what):
     print(("ok - " if ok else "FAIL - ") + what)
-say(sorted(sc) == ["s1-2ms", "s2-frag", "s3-qcow2", "s3-zlib"],
+say(sorted(sc) == ["s1-2ms", "s2-frag", "s2-frag-qemu-nbd", "s3-qcow2", "s3-zlib"],
     f"the quick scenarios ran: {', '.join(sorted(sc))}")
 runs = [r for s in sc.values() for r in s["runs"]]
-# 6 tools on the 2 NBD scenarios, the 4 qemu-img ones on the 2 local ones
-say(len(runs) == 20 and all(r["rc"] == 0 and r.get("verified") for r in runs),
-    f"{len(runs)} runs (want 20), all exit 0 and verified by qemu-img compare")
+# 6 tools on the 3 NBD scenarios, the 4 qemu-img ones on the 2 local ones
+say(len(runs) == 26 and all(r["rc"] == 0 and r.get("verified") for r in runs),
+    f"{len(runs)} runs (want 26), all exit 0 and verified by qemu-img compare")
 nbd = [r for s in sc.values() if s["kind"] == "nbd" for r in s["runs"]]
 def ops(r, side, typ):
     return ((r.get("stats", {}).get(side) or {}).get(typ) or {}).get("ops", 0)
@@ -91,6 +91,11 @@ say(nbd and all(ops(r, "target", "write") > 0 for r in nbd),
     "the target server counted writes in every NBD run")
 say(all(ops(r, "source", "extents") > 0 for r in sc["s2-frag"]["runs"]),
     "the source server counted block status requests in s2-frag")
+say(all(ops(r, "source", "extents") > 0 for r in sc["s2-frag-qemu-nbd"]["runs"])
+    and all(any("qemu-nbd" in c for c in r.get("servers", []))
+            for r in sc["s2-frag-qemu-nbd"]["runs"]),
+    "s2-frag-qemu-nbd: the source is a qemu-nbd behind nbdkit's nbd plugin, "
+    "and its block status requests are counted")
 say(all(r["wall"] > 0 and r["cpu"] >= 0 and r["maxrss_kib"] > 0
         and r.get("minflt", 0) > 0 for r in runs),
     "wall time, CPU time, peak RSS and page faults are recorded for every run")
