@@ -44,6 +44,13 @@ m = json.load(open(sys.argv[1]))["machine"]
 sys.exit(not (0 <= m["idle_start"]["cpu_busy"] <= 1 and "idle_end" in m
               and isinstance(m["not_idle"], bool)))' "$tmp/quick.json"
 
+# --help of the harness and of its layout companion (argparse expands
+# '%' in help texts: a stray one breaks --help only)
+check "scripts/bench --help exits 0 and names --busy-ok" \
+    eval "'$top/scripts/bench' --help | grep -q -- --busy-ok"
+check "scripts/layout --help exits 0 and names --tgtd-iothreads" \
+    eval "'$top/scripts/layout' --help | grep -q -- --tgtd-iothreads"
+
 # A full (not --quick) run refuses a busy machine before it starts
 # anything: busy loops take every CPU.
 spin=()
