@@ -171,7 +171,8 @@ python=python3
 CONFIGURE_FLAGS=(--python="$python" --target-list= --disable-system
     --disable-user --enable-tools --disable-docs --disable-install-blobs
     --disable-download --enable-libnfs --enable-libiscsi --enable-zstd
-    --enable-linux-aio --enable-linux-io-uring --enable-gnutls --enable-libssh)
+    --enable-linux-aio --enable-linux-io-uring --enable-gnutls --enable-libssh
+    --enable-curl)
 
 # The tools every build makes, and a ninja run of them that shows the
 # first errors on failure: ninja_tools BUILD-DIR LOG

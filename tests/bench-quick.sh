@@ -76,19 +76,24 @@ check "the quick document is written to build/bench/quick/" \
 # Every run verified; NBD runs counted reads on the source and writes on
 # the target; the quick scenarios all ran; nbdcopy skipped where it must be.
 if [ -f "$tmp/quick.json" ]; then
-    helper "$tmp/json.out" 8 "the results JSON checks" -- \
+    helper "$tmp/json.out" 9 "the results JSON checks" -- \
         /usr/bin/python3 - "$tmp/quick.json" <<'PY'
 import json, sys
 res = json.load(open(sys.argv[1]))
 sc = {s["id"]: s for s in res["scenarios"]}
 def say(ok, what):
     print(("ok - " if ok else "FAIL - ") + what)
-say(sorted(sc) == ["s1-2ms", "s2-frag", "s2-frag-qemu-nbd", "s3-qcow2", "s3-zlib"],
+say(sorted(sc) == ["s1-2ms", "s2-frag", "s2-frag-qemu-nbd", "s3-qcow2", "s3-zlib",
+                   "s5-http-2ms"],
     f"the quick scenarios ran: {', '.join(sorted(sc))}")
 runs = [r for s in sc.values() for r in s["runs"]]
-# 6 tools on the 3 NBD scenarios, the 4 qemu-img ones on the 2 local ones
-say(len(runs) == 26 and all(r["rc"] == 0 and r.get("verified") for r in runs),
-    f"{len(runs)} runs (want 26), all exit 0 and verified by qemu-img compare")
+# 6 tools on the 3 NBD scenarios and on HTTP, the 4 qemu-img ones on the 2 local ones
+say(len(runs) == 32 and all(r["rc"] == 0 and r.get("verified") for r in runs),
+    f"{len(runs)} runs (want 32), all exit 0 and verified by qemu-img compare")
+say(all(((r.get("netstats") or {}).get("bytes") or {}).get("to-client", 0)
+        >= res["sizes"]["dense"] for r in sc["s5-http-2ms"]["runs"]),
+    "s5-http-2ms: every tool read the image through the delaying proxy "
+    "(qemu-img's curl driver, nbdcopy through nbdkit's curl plugin)")
 nbd = [r for s in sc.values() if s["kind"] == "nbd" for r in s["runs"]]
 def ops(r, side, typ):
     return ((r.get("stats", {}).get(side) or {}).get(typ) or {}).get("ops", 0)
