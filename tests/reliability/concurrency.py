@@ -241,19 +241,20 @@ class Run:
                 "status": status, "overlapping": overlapping, "ahead": ahead,
                 "same": good, "compare": c}
 
-    def make_order_source(self, io, path):
+    def make_order_source(self, tools, path):
         """The in-order case's qcow2 source (see ORDER_RUNS), written with
-        the verifier's qemu-io; the data pattern byte changes per run."""
+        the qemu-img and qemu-io of `tools`; the data pattern byte changes
+        per run."""
         log = common.Log()
-        r = common.run(log, [os.path.join(os.path.dirname(io), "qemu-img"), "create",
-                             "-q", "-f", "qcow2", path, str(ORDER_SIZE)])
+        r = common.run(log, [tools.img, "create", "-q", "-f", "qcow2", path,
+                             str(ORDER_SIZE)])
         cmds = []
         for i in range(ORDER_RUNS):
             off = 2 * i * ORDER_RUN
             cmds += ["-c", f"write -P {i % 250 + 1} {off} {ORDER_RUN}",
                      "-c", f"write -z {off + ORDER_RUN} {ORDER_RUN}"]
         if r.rc == 0:
-            r = common.run(log, [io, "-f", "qcow2", path] + cmds)
+            r = common.run(log, [tools.io, "-f", "qcow2", path] + cmds)
         if r.rc != 0:
             print("\n".join("    " + line for line in log.lines))
             raise RuntimeError("cannot make the in-order case's source")
@@ -283,9 +284,9 @@ class Run:
               flush=True)
         return r.rc, good, refused
 
-    def into_qemu_nbd(self, label, tools, img, opts, src, verifier):
-        """Copy the in-order source into a new qcow2 that the build's
-        qemu-nbd exports.  Returns (exit status, copy right, data extents,
+    def into_qemu_nbd(self, label, tools, opts, src, verifier):
+        """Copy the in-order source with `tools`' qemu-img into a new qcow2
+        that `tools`' qemu-nbd exports.  Returns (exit status, copy right, data extents,
         data extents whose host offset is below the previous one's)."""
         d = os.path.join(self.root, "qnbd-" + label.replace(" ", "_").replace("-", ""))
         os.mkdir(d)
@@ -298,8 +299,8 @@ class Run:
         try:
             if not common.wait_socket(sock, p):
                 raise RuntimeError("qemu-nbd did not start")
-            r = common.run(log, [img, "convert", "-n", "-f", "qcow2", "-O", "raw"] + opts
-                           + [src, common.nbd_uri(sock)], timeout=600)
+            r = common.run(log, [tools.img, "convert", "-n", "-f", "qcow2", "-O", "raw"]
+                           + opts + [src, common.nbd_uri(sock)], timeout=600)
         finally:
             # qemu-nbd without --persistent exits once the client is gone
             common.stop_process(p)
@@ -388,14 +389,14 @@ def main():
         # In order at any -m: the writes reach the target in ascending
         # order even where the client has fewer request slots than -m
         osrc = os.path.join(root, "order.qcow2")
-        run.make_order_source(U.io, osrc)
+        run.make_order_source(U, osrc)
         for mm in (64, 512):
             rc, good, refused = run.into_ascending(f"-m {mm}", P.img, ["-m", str(mm)],
                                                    osrc, U.img)
             run.say(rc == 0 and good and refused == 0,
                     f"default -m {mm}: an ascending-only NBD target takes the copy "
                     f"(exit {rc}, {refused} writes refused)")
-            rc, good, n, back = run.into_qemu_nbd(f"-m {mm}", P, P.img, ["-m", str(mm)],
+            rc, good, n, back = run.into_qemu_nbd(f"-m {mm}", P, ["-m", str(mm)],
                                                   osrc, U.img)
             run.say(rc == 0 and good and n == ORDER_RUNS and back == 0,
                     f"default -m {mm}: a qcow2 behind qemu-nbd gets its {n} data "
@@ -405,7 +406,7 @@ def main():
         run.say(rc != 0 and refused > 0,
                 f"the checks reject out-of-order writes (-W -m 64: exit {rc}, "
                 f"{refused} writes refused)")
-        rc, good, n, back = run.into_qemu_nbd("-W -m 64", P, P.img, ["-m", "64", "-W"],
+        rc, good, n, back = run.into_qemu_nbd("-W -m 64", P, ["-m", "64", "-W"],
                                               osrc, U.img)
         run.say(good and back > 0,
                 f"the checks reject out-of-order writes behind qemu-nbd (-W -m 64: "
