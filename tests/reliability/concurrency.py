@@ -116,6 +116,29 @@ def write_order(trace):
     return sent, backward
 
 
+WRITE_SEND_RE = re.compile(r"^nbd_send_request .*\.cookie = (\d+), .*"
+                           r"\((write|write zeroes|trim)\) }")
+REPLY_RE = re.compile(r"^nbd_receive_(?:simple_reply|reply_chunk_header) .*cookie = (\d+)")
+
+
+def writes_on_wire(trace):
+    """The most write requests sent and not yet answered at once, from
+    qemu-img's nbd_send_request and nbd_receive_* trace events in
+    @trace (its stderr): what the client had on the wire, whatever the
+    server does with them."""
+    out, most = set(), 0
+    for line in trace.splitlines():
+        m = WRITE_SEND_RE.match(line)
+        if m:
+            out.add(m.group(1))
+            most = max(most, len(out))
+            continue
+        m = REPLY_RE.match(line)
+        if m:
+            out.discard(m.group(1))
+    return most
+
+
 def analyse_source(events):
     """(status requests in all, status requests sent while a read was in
     flight, the greatest distance in bytes between a status request made
@@ -163,8 +186,18 @@ def self_test(root):
         f".len = 65536, .cookie = {c}, .flags = 0x0, .type = 1 ({name}) }}\n"
         for off, c, name in ((2097152, 1, "write"), (0, 1, "write zeroes"),
                              (4194304, 1, "trim"), (0, 2, "read")))
+    def send(c):
+        return (f"nbd_send_request Sending request to server: {{ .from = 0, .len = 512, "
+                f".cookie = {c}, .flags = 0x0, .type = 1 (write) }}\n")
+    # two writes out, one answered (simple reply), a third out, the second
+    # answered (structured reply): never more than two at once
+    wire = (send(1) + send(2) + "nbd_receive_simple_reply Got simple reply: "
+            "{ .error = 0 (success), cookie = 1 }\n" + send(3) +
+            "nbd_receive_reply_chunk_header Got reply chunk header: { flags = 0x1, "
+            "type = 0 (none), cookie = 2, length = 0 }\n" + send(4))
     return (analyse_target(common.nbdkit_log(tgt)) == (2, 3)
             and write_order(trace) == (3, 1)
+            and writes_on_wire(wire) == 2
             and analyse_source(common.nbdkit_log(src)) == (1, 1, 0))
 
 
@@ -261,7 +294,8 @@ class Run:
 
     def into_ascending(self, label, img, opts, src, verifier):
         """Copy the in-order source into tests/bin/nbdkit-ascending.
-        Returns (exit status, copy right, writes the server refused)."""
+        Returns (exit status, copy right, writes the server refused, the
+        most writes the client had on the wire at once)."""
         d = os.path.join(self.root, "asc-" + label.replace(" ", "_").replace("-", ""))
         os.mkdir(d)
         log = common.Log()
@@ -273,16 +307,20 @@ class Run:
         p = common.start_nbdkit(log, sock, ["sh", plugin, "file=" + tgt],
                                 extra=["--threads", "1"], stderr_file=err)
         try:
-            r = common.run(log, [img, "convert", "-n", "-f", "qcow2", "-O", "raw"] + opts
+            r = common.run(log, [img, "--trace", "nbd_send_request",
+                                 "--trace", "nbd_receive_simple_reply",
+                                 "--trace", "nbd_receive_reply_chunk_header",
+                                 "convert", "-n", "-f", "qcow2", "-O", "raw"] + opts
                            + [src, common.nbd_uri(sock)], timeout=600)
         finally:
             common.stop_process(p)
         with open(err, errors="replace") as f:
             refused = sum("refused:" in line for line in f)
         good = r.rc == 0 and self.same_fmt(verifier, "raw", src, tgt)
-        print(f"  ascending-only target, {label}: exit {r.rc}, {refused} writes refused",
-              flush=True)
-        return r.rc, good, refused
+        wire = writes_on_wire(r.err)
+        print(f"  ascending-only target, {label}: exit {r.rc}, {refused} writes refused, "
+              f"at most {wire} writes on the wire", flush=True)
+        return r.rc, good, refused, wire
 
     def into_qemu_nbd(self, label, tools, opts, src, verifier):
         """Copy the in-order source with `tools`' qemu-img into a new qcow2
@@ -359,7 +397,7 @@ def main():
     run = Run(root, seed)
     try:
         run.say(self_test(root), "the analysers count made-up logs right "
-                "(writes in flight, a backward write, status overlapping a read)")
+                "(writes in flight, a backward write, status overlapping a read, writes on the wire)")
         src = os.path.join(root, "source.raw")
         run.make_source(src)
         m = ["-m", str(args.m)]
@@ -391,18 +429,19 @@ def main():
         osrc = os.path.join(root, "order.qcow2")
         run.make_order_source(U, osrc)
         for mm in (64, 512):
-            rc, good, refused = run.into_ascending(f"-m {mm}", P.img, ["-m", str(mm)],
-                                                   osrc, U.img)
-            run.say(rc == 0 and good and refused == 0,
+            rc, good, refused, wire = run.into_ascending(f"-m {mm}", P.img,
+                                                         ["-m", str(mm)], osrc, U.img)
+            run.say(rc == 0 and good and refused == 0 and wire > 1,
                     f"default -m {mm}: an ascending-only NBD target takes the copy "
-                    f"(exit {rc}, {refused} writes refused)")
+                    f"(exit {rc}, {refused} writes refused, {wire} writes on the wire "
+                    f"at once, must be more than 1)")
             rc, good, n, back = run.into_qemu_nbd(f"-m {mm}", P, ["-m", str(mm)],
                                                   osrc, U.img)
             run.say(rc == 0 and good and n == ORDER_RUNS and back == 0,
                     f"default -m {mm}: a qcow2 behind qemu-nbd gets its {n} data "
                     f"clusters in guest order ({back} below the previous one)")
-        rc, good, refused = run.into_ascending("-W -m 64", P.img, ["-m", "64", "-W"],
-                                               osrc, U.img)
+        rc, good, refused, _ = run.into_ascending("-W -m 64", P.img, ["-m", "64", "-W"],
+                                                  osrc, U.img)
         run.say(rc != 0 and refused > 0,
                 f"the checks reject out-of-order writes (-W -m 64: exit {rc}, "
                 f"{refused} writes refused)")
@@ -424,6 +463,11 @@ def main():
         s = run.measure("serial -W", serial, m + ["-W"], src, U.img)
         run.say(s["rc"] == 0 and s["same"] and s["most"] == 1,
                 f"the checks reject a serial engine with -W (at most {s['most']} write in flight)")
+        rc, good, refused, wire = run.into_ascending("serial -m 64", serial, ["-m", "64"],
+                                                     osrc, U.img)
+        run.say(rc == 0 and good and refused == 0 and wire == 1,
+                f"the ascending-only check rejects a serial engine (qemu-img-serial at "
+                f"-m 64: {wire} write on the wire at once)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     bad = run.results.count(False)
