@@ -386,6 +386,34 @@ def describe(case):
     return " ".join(words)
 
 
+def zero_for_data_only(mp, mq):
+    """True if filtered maps mp and mq (qemu-img map extents: start,
+    length, flags) differ only in ranges that mp reports as zero and not
+    data and mq as data and not zero, at the same depth: mp is the sparser
+    of two maps of equal content."""
+    def ranges(m):
+        return [(e["start"], e["start"] + e["length"], e) for e in m]
+    a, b = ranges(mp), ranges(mq)
+    if not a or not b or a[-1][1] != b[-1][1]:
+        return False
+    cuts = sorted({x for r in a + b for x in r[:2]})
+    i = j = 0
+    for lo in cuts[:-1]:
+        while a[i][1] <= lo:
+            i += 1
+        while b[j][1] <= lo:
+            j += 1
+        x, y = a[i][2], b[j][2]
+        kx = {k: v for k, v in x.items() if k not in ("start", "length")}
+        ky = {k: v for k, v in y.items() if k not in ("start", "length")}
+        if kx == ky:
+            continue
+        if not (x.get("zero") and not x.get("data") and y.get("data")
+                and not y.get("zero") and x.get("depth") == y.get("depth")):
+            return False
+    return True
+
+
 def layout_strict(case, total):
     """Why in-order mode must lay the qcow2 target out exactly as -m 1
     does, from the drawn case alone: "compressed" or "aligned"; None if the
@@ -807,6 +835,16 @@ class Runner:
             if tf == "raw" or not same_file:
                 mp, mq = get_map("P", out_p), get_map(tag, path)
                 if mp is not None and mq is not None and mp != mq:
+                    if tf == "qcow2" and o.get("B") and zero_for_data_only(mp, mq):
+                        # known issue 8 (docs/testing.md): with a backing
+                        # file, whether qcow2 turns a zero write that
+                        # covers part of a cluster into a zero cluster or
+                        # into written zeroes depends on what else is in
+                        # flight on that cluster; 10.2.2 with -W does the
+                        # same.  Content is checked strictly above.
+                        self.notes.append(f"known map issue: P has zero clusters where "
+                                          f"{what} wrote zeroes as data (-B, qcow2)")
+                        continue
                     self.fail("map", f"map of P differs from {what}:\n" +
                               common.map_diff(mp, mq))
         # 4. in-order qcow2 layout: the very file -m 1 writes.  It holds
