@@ -178,14 +178,12 @@ printf '{"command": "scripts/bench", "kind": "main", "id": "full"}' \
     >"$tmp/res/results-main-20260101-000000.json"
 printf '{"command": "scripts/bench --tools patched --no-docs s1-0ms", "kind": "main", "id": "partial"}' \
     >"$tmp/res/results-main-20260102-000000.json"
-got=$(/usr/bin/python3 - "$top/scripts/bench" "$tmp/res" <<'PY' 2>&1
-import importlib.machinery, importlib.util, sys
-loader = importlib.machinery.SourceFileLoader("bench", sys.argv[1])
-spec = importlib.util.spec_from_loader("bench", loader)
-bench = importlib.util.module_from_spec(spec)
-loader.exec_module(bench)
-bench.BENCH = sys.argv[2]
-print((bench.latest("main") or {}).get("id"))
+got=$(/usr/bin/python3 - "$top/scripts" "$tmp/res" <<'PY' 2>&1
+import sys
+sys.path.insert(0, sys.argv[1])
+from benchlib import report
+report.BENCH = sys.argv[2]
+print((report.latest("main") or {}).get("id"))
 PY
 )
 if [ "$got" = full ]; then
@@ -198,12 +196,10 @@ fi
 #    and its return) or the timeout timer of a timed tool: the child is
 #    registered (stop_all stops it), and no timer keeps bench alive.
 helper "$tmp/cut.out" 3 "the Ctrl-C checks" -- \
-    /usr/bin/python3 - "$top/scripts/bench" "$tmp" <<'PY'
-import importlib.machinery, importlib.util, os, signal, subprocess, sys, threading, time
-loader = importlib.machinery.SourceFileLoader("bench", sys.argv[1])
-spec = importlib.util.spec_from_loader("bench", loader)
-bench = importlib.util.module_from_spec(spec)
-loader.exec_module(bench)
+    /usr/bin/python3 - "$top/scripts" "$tmp" <<'PY'
+import os, signal, subprocess, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from benchlib import common, runner
 def say(ok, what):
     print(("ok - " if ok else "FAIL - ") + what, flush=True)
 def cut():
@@ -219,28 +215,28 @@ class CutTimer(threading.Timer):
     def start(self):
         super().start()
         cut()
-signal.signal(signal.SIGINT, bench._on_signal)
-real_popen, bench.subprocess.Popen = bench.subprocess.Popen, CutPopen
+signal.signal(signal.SIGINT, common._on_signal)
+real_popen, subprocess.Popen = subprocess.Popen, CutPopen
 try:
-    bench.spawn(["sleep", "60"])
+    common.spawn(["sleep", "60"])
     say(False, "SIGINT while bench starts a child: not raised")
-except bench.Interrupted:
-    kids = [p.args for p in bench.PROCS.live.values()]
+except common.Interrupted:
+    kids = [p.args for p in common.PROCS.live.values()]
     say(kids == [["sleep", "60"]],
         f"SIGINT while bench starts a child: raised once it is registered ({kids})")
-bench.PROCS.stop_all()
-bench.subprocess.Popen = real_popen
-bench.threading.Timer = CutTimer
+common.PROCS.stop_all()
+subprocess.Popen = real_popen
+threading.Timer = CutTimer
 try:
-    bench.timed(["sleep", "60"], os.path.join(sys.argv[2], "cut.log"), 900)
+    runner.timed(["sleep", "60"], os.path.join(sys.argv[2], "cut.log"), 900)
     say(False, "SIGINT while the tool's timer starts: not raised")
-except bench.Interrupted:
+except common.Interrupted:
     left = [t for t in threading.enumerate() if t is not threading.main_thread()
             and not t.daemon and t.is_alive()]
     say(not left, f"SIGINT while the tool's timer starts: no thread keeps bench alive ({left})")
-tool = [p for p in bench.PROCS.live.values() if p.args[-2:] == ["sleep", "60"]]
-bench.PROCS.stop_all()
-say(len(tool) == 1 and tool[0].returncode is not None and not bench.PROCS.live,
+tool = [p for p in common.PROCS.live.values() if p.args[-2:] == ["sleep", "60"]]
+common.PROCS.stop_all()
+say(len(tool) == 1 and tool[0].returncode is not None and not common.PROCS.live,
     "... the timed tool was registered, and stop_all() stopped it")
 for pid in made:
     try:
