@@ -1,0 +1,86 @@
+#!/bin/bash
+# The numbers check of the posting: a number that is not in the named
+# run, or a text that names no run, must fail; the real posting (every
+# commit message and the cover letter) must pass against the committed
+# summaries in docs/results/.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=tests/lib.sh
+. "$top/tests/lib.sh"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/build/bench" "$tmp/res"
+
+# A run of two tools on one scenario: medians 0.21 s / 1.12 s, 512 / 16
+# block status requests (scripts/bench's JSON, the fields the check reads)
+python3 - "$tmp/build/bench/fake-run.json" <<'PY'
+import json, sys
+def run(tool, wall, ext):
+    return {"tool": tool, "rc": 0, "wall": wall, "cpu": 0.05,
+            "stats": {"source": {"read": {"ops": 256},
+                                 "extents": {"ops": ext}},
+                      "target": {"write": {"ops": 256}}}}
+json.dump({"machine": {"date": "2026-12-01T08:31:01+00:00"},
+           "scenarios": [{"id": "s2-frag",
+                          "tools": [{"id": "a"}, {"id": "b"}],
+                          "runs": [run("a", w, 512) for w in (0.20, 0.21, 0.25)]
+                                + [run("b", w, 16) for w in (1.10, 1.12, 1.30)]}]},
+          open(sys.argv[1], "w"))
+PY
+if "$top/scripts/check-numbers" --save "$tmp/build/bench/fake-run.json" \
+        --results "$tmp/res" >/dev/null && [ -f "$tmp/res/fake-run.summary.json" ]; then
+    ok "--save writes the run's summary"
+else
+    fail "--save did not write $tmp/res/fake-run.summary.json"
+fi
+
+msg() {  # msg FILE TIME COUNT: a commit message quoting one table
+    cat > "$1" <<EOM
+Subject: [PATCH] qemu-img: convert: something
+
+Measured with scripts/bench (build/bench/fake-run.json):
+
+                            before     after
+  s2-frag                    $2 s     0.21 s
+    block status requests      $3        512
+
+(the maximum: 1.30 s.)
+---
+EOM
+}
+msg "$tmp/good.patch" 1.12 16
+msg "$tmp/bad-time.patch" 1.13 16
+msg "$tmp/bad-count.patch" 1.12 17
+sed 's|build/bench/fake-run.json|an earlier run|' "$tmp/good.patch" > "$tmp/noname.patch"
+
+if "$top/scripts/check-numbers" --results "$tmp/res" "$tmp/good.patch" > "$tmp/out" 2>&1; then
+    ok "a message whose numbers are all in the named run passes"
+else
+    fail "a good message fails:"; sed 's/^/    /' "$tmp/out"
+fi
+for c in "bad-time:1.13 (time)" "bad-count:17 (count)"; do
+    f=${c%%:*}
+    if "$top/scripts/check-numbers" --results "$tmp/res" "$tmp/$f.patch" > "$tmp/out" 2>&1; then
+        fail "$f: a number not in the run passes"
+    elif grep -qF "${c#*:}" "$tmp/out"; then
+        ok "$f: fails and names ${c#*:}"
+    else
+        fail "$f: fails without naming ${c#*:}:"; sed 's/^/    /' "$tmp/out"
+    fi
+done
+if "$top/scripts/check-numbers" --results "$tmp/res" "$tmp/noname.patch" > "$tmp/out" 2>&1; then
+    fail "a message that names no run passes"
+elif grep -q "names no run" "$tmp/out"; then
+    ok "a message that quotes numbers and names no run fails"
+else
+    fail "no-run message: unexpected output:"; sed 's/^/    /' "$tmp/out"
+fi
+
+# The posting itself: every commit message of patches/ and the cover letter
+if "$top/scripts/check-numbers" > "$tmp/out" 2>&1; then
+    ok "every number in patches/ and docs/cover-letter.md is in its named run ($(grep -c 'number(s), all in' "$tmp/out") texts with numbers)"
+else
+    fail "the posting quotes numbers that are not in its named runs:"
+    grep -E '^(FAIL|    )' "$tmp/out" | sed 's/^/    /'
+fi
+finish
