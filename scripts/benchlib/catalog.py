@@ -74,7 +74,9 @@ TOOLS = [
     Tool("patched-m64-in-order", "patched", "-m 64", default=False),
     Tool("patched-m512-in-order", "patched", "-m 512", default=False),
     Tool("patched-m512-W", "patched", "-m 512 -W", default=False),
+    Tool("patched-m8", "patched", "-m 8", default=False),
     Tool("patched-m16", "patched", "-m 16", default=False),
+    Tool("patched-m32", "patched", "-m 32", default=False),
     Tool("unpatched-m16", "unpatched", "-m 16", default=False),
     Tool("unpatched-W", "unpatched", "-W", default=False),
     Tool("patched-W", "patched", "-W", default=False),
@@ -104,8 +106,12 @@ NBDCOPY_BIN = {"nbdcopy": "nbdcopy"}
 class Scenario:
     def __init__(self, id, group, title, kind, input, delays=None,
                  out_fmt="raw", out_opts="", quick=False, net=None,
-                 src_server="nbdkit", on_disk=False, proxy_ms=None):
+                 src_server="nbdkit", on_disk=False, proxy_ms=None,
+                 threads=None):
         self.id, self.group, self.title, self.kind = id, group, title, kind
+        # kind "nbd": nbdkit's thread count on both servers (-t; None: its
+        # default, 16); the engine's speed must not hang on it
+        self.threads = threads
         # kind "nbd": who serves the source: "nbdkit" (its file plugin) or
         # "qemu-nbd" (the unpatched build's, behind nbdkit's nbd plugin
         # for the same delay and stats filters); the target is nbdkit's
@@ -140,6 +146,8 @@ SCENARIOS = [
              "nbd", "dense", _rw(2), quick=True),
     Scenario("s1-10ms", "S1", "dense NBD -> NBD, 10 ms on reads and writes",
              "nbd", "dense", _rw(10)),
+    Scenario("s1-10ms-t64", "S1", "dense NBD -> NBD, 10 ms on reads and writes, "
+             "nbdkit -t 64", "nbd", "dense", _rw(10), threads=64),
     Scenario("s2-frag", "S2", "fragmented NBD -> NBD, 1 ms on every request "
              "incl. block status", "nbd", "frag", _all(1, 1), quick=True),
     Scenario("s2-frag-bsfree", "S2", "fragmented NBD -> NBD, 1 ms on every "
@@ -148,6 +156,9 @@ SCENARIOS = [
              "request incl. block status", "nbd", "heavy", _all(1, 1)),
     Scenario("s2-heavy-bsfree", "S2", "heavily fragmented NBD -> NBD, 1 ms on "
              "every request, block status free", "nbd", "heavy", _all(1, 0)),
+    Scenario("s2-heavy-t64", "S2", "heavily fragmented NBD -> NBD, 1 ms on every "
+             "request incl. block status, nbdkit -t 64", "nbd", "heavy", _all(1, 1),
+             threads=64),
     # a large, mostly empty disk: what the block status walk costs where
     # the source is one long hole (queries per GiB, not per extent)
     Scenario("s2-sparse", "S2", "large sparse NBD -> NBD, 1 ms on every request "

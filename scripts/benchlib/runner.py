@@ -246,9 +246,11 @@ def run_one(sc, tool, rep, ctx):
             with open(dst_path, "wb") as f:
                 f.truncate(size)  # the target pre-created, right size, sparse
             s_src = Server("src", ctx.scratch, src_path, sc.delays, True, serial,
-                           qemu_nbd_fmt=src_fmt if sc.src_server == "qemu-nbd" else None)
+                           qemu_nbd_fmt=src_fmt if sc.src_server == "qemu-nbd" else None,
+                           threads=sc.threads)
             servers.append(s_src)
-            s_dst = Server("dst", ctx.scratch, dst_path, sc.delays, False, serial)
+            s_dst = Server("dst", ctx.scratch, dst_path, sc.delays, False, serial,
+                           threads=sc.threads)
             servers.append(s_dst)
             src, dst = s_src.uri, s_dst.uri
         else:

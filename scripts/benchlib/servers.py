@@ -66,10 +66,10 @@ class Server:
     """nbdkit on a unix socket, with the stats and delay filters, serving
     `image` with its file plugin, or (qemu_nbd_fmt set) a qemu-nbd of the
     unpatched build that serves `image` in that format, through nbdkit's
-    nbd plugin."""
+    nbd plugin.  threads: nbdkit's -t (None: its default, 16)."""
 
     def __init__(self, name, scratch, image, delays, readonly, serial,
-                 qemu_nbd_fmt=None):
+                 qemu_nbd_fmt=None, threads=None):
         self.sock = os.path.join(scratch, f"{name}.sock")
         self.qemu_nbd = None
         backend = ["file", image]
@@ -105,6 +105,7 @@ class Server:
                 os.unlink(p)
         self.cmd = ["nbdkit", "-f", "--exit-with-parent", "-U", self.sock,
                     "-P", pidfile] + (["-r"] if readonly else []) + \
+                   (["-t", str(threads)] if threads else []) + \
                    ["--filter=stats", "--filter=delay"] + backend + \
                    [f"statsfile={self.stats}"] + \
                    [f"delay-{k}={v}ms" for k, v in sorted(delays.items()) if v]

@@ -374,7 +374,7 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--seed", type=int, help="seed of the source's data (default: random)")
-    ap.add_argument("-m", type=int, default=8, help="coroutines (default 8, the default of -m)")
+    ap.add_argument("-m", type=int, default=8, help="coroutines (default 8)")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     patched, unpatched = common.build_dirs()
