@@ -17,7 +17,8 @@ from benchlib.common import (
 # only when named with --tools.  `inflight` is the number of writes the tool
 # keeps in flight, used only for the latency-limit column; None derives it
 # from the arguments (unpatched in-order: 1 write in flight; patched
-# in-order and -W: -m of them, default 8; nbdcopy: connections x requests).
+# in-order and -W: -m of them, default 8, and for the whole series at most
+# the 16 chunks its copy buffers hold; nbdcopy: connections x requests).
 
 class Tool:
     def __init__(self, id, build, args="", label=None, default=True,
@@ -43,7 +44,14 @@ class Tool:
             # completes, so there it is -m writes, as with -W.
             if "-W" not in a and self.build == "unpatched":
                 return 1
-            return int(a[a.index("-m") + 1]) if "-m" in a else 8
+            m = int(a[a.index("-m") + 1]) if "-m" in a else 8
+            if self.build == "patched":
+                # The whole series ('keep copy buffers within what 16
+                # chunks take', 'default to 64 coroutines, with the copy
+                # buffers of 8'): large chunks in flight are bounded by
+                # the copy buffers, min(-m, 16) chunks, 8 without -m
+                return min(m, 16)
+            return m
         conns = int(_opt(a, ("-C", "--connections"), 4))
         reqs = int(_opt(a, ("-R", "--requests"), 64))
         return conns * reqs
