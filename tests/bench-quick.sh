@@ -171,6 +171,33 @@ else
     sed 's/^/    /' "$tmp/env.out" "$tmp/out5"
 fi
 
+# 4b. --only: a build run in one of two scenarios, recorded in the JSON,
+#     and listed in the document's step-builds table, not in the scenario
+#     tables.
+rc=0
+"$top/scripts/bench" --quick --build step="$build/unpatched" \
+    --tools unpatched,step --only step:s2-frag --docs-dir "$tmp/only-docs" \
+    --scratch "$tmp/s6" --results "$tmp/only.json" s1-2ms s2-frag \
+    >"$tmp/out6" 2>&1 || rc=$?
+if [ $rc = 0 ] && /usr/bin/python3 -c '
+import json, sys
+res = json.load(open(sys.argv[1]))
+ran = {s["id"]: sorted({r["tool"] for r in s["runs"] if r.get("verified")})
+       for s in res["scenarios"]}
+print(ran, res.get("only"))
+doc = open(sys.argv[2]).read()
+step_rows = [l for l in doc.splitlines() if l.startswith("| step (default) |")]
+print(step_rows)
+sys.exit(not (ran == {"s1-2ms": ["unpatched"], "s2-frag": ["step", "unpatched"]}
+              and res.get("only") == {"step": ["s2-frag"]}
+              and "### Step builds" in doc and len(step_rows) == 1))
+' "$tmp/only.json" "$tmp/only-docs/benchmarks-quick.md" >"$tmp/only.out" 2>&1; then
+    ok "--only runs a build in the named scenarios only, and the document tables it apart"
+else
+    fail "--only (exit $rc); the check, then bench's output:"
+    sed 's/^/    /' "$tmp/only.out" "$tmp/out6"
+fi
+
 # 5. The document is made from the newest run that wrote it: a newer
 #    --no-docs run (two tools, one scenario) must not replace its tables.
 mkdir -p "$tmp/res"

@@ -136,8 +136,8 @@ def _ops(req, side, typ):
     return o if v["min"] == v["max"] else f"{o} ({v['min']}-{v['max']})"
 
 
-def scenario_table(sres):
-    summ = summarize(sres)
+def scenario_table(sres, hide=()):
+    summ = {k: v for k, v in summarize(sres).items() if k not in hide}
     ref = summ.get(REF_TOOL, {}).get("wall")
     nbc = summ.get(NBDCOPY, {}).get("wall")
     nbd = sres["kind"] == "nbd"
@@ -221,9 +221,10 @@ def _q(s):
 def plot_throughput(main, png, workdir):
     scen = [s for s in main["scenarios"]]
     tools = []
+    only = main.get("only") or {}  # step builds: in their own table, not here
     for s in scen:
         for t in s["tools"]:
-            if t["label"] not in tools:
+            if t["label"] not in tools and t["id"] not in only:
                 tools.append(t["label"])
     dat = os.path.join(workdir, "throughput.dat")
     with open(dat, "w") as f:
@@ -311,6 +312,27 @@ def sweep_table(sweep):
                 cells.append(f"{v['mibs']:.1f} ({v['mibs_min']:.1f}-{v['mibs_max']:.1f})")
             else:
                 cells.append(s["skipped"].get(tid, "no verified run"))
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def only_table(main):
+    """The tools run with --only (step builds on a few scenarios), as one
+    table: a row per tool, a column per scenario, median wall seconds
+    (min-max); an empty cell where the tool did not run."""
+    only = main.get("only") or {}
+    scen = [s for s in main["scenarios"]
+            if any(t["id"] in only for t in s["tools"])]
+    hdr = ["tool"] + [s["id"] for s in scen]
+    rows = ["| " + " | ".join(hdr) + " |", "|" + " --- |" * len(hdr)]
+    summ = [summarize(s) for s in scen]
+    for tid in only:
+        label = TOOL_BY_ID[tid].label if tid in TOOL_BY_ID else tid
+        cells = [label]
+        for sm in summ:
+            v = sm.get(tid)
+            cells.append(f"{v['wall']:.2f} ({v['wall_min']:.2f}-{v['wall_max']:.2f})"
+                         if v and v.get("n") else "")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -523,11 +545,20 @@ def write_doc(main, sweep, docs_dir, workdir, quick=False):
                 first = [r for r in s["runs"] if r["rep"] == 1]
                 if first and first[0].get("servers"):
                     out += ["    " + c for c in first[0]["servers"]]
+                hide = set(res.get("only") or {})
                 for r in first:
-                    if r["tool"] not in seen:
+                    if r["tool"] not in seen and r["tool"] not in hide:
                         seen.add(r["tool"])
                         out.append("    " + r["cmd"])
-                out += ["", scenario_table(s), ""]
+                out += ["", scenario_table(s, hide), ""]
+            if res.get("only"):
+                out += ["### Step builds", "",
+                        "Builds of the series up to a patch (`--build`, "
+                        "`scripts/bisect-build --keep`), run only in the "
+                        "scenarios `--only` names, interleaved with the tools "
+                        "above; wall seconds, median (min-max), every copy "
+                        "verified.  Request counts and the commands are in the "
+                        "results file.", "", only_table(res), ""]
         else:
             if "sweep" in pngs:
                 out += [f"![throughput vs -m]({pngs['sweep']})", ""]

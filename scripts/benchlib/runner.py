@@ -385,6 +385,9 @@ def run_scenario(sc, tools, ctx, header=True):
            "tools": [], "skipped": {}, "runs": []}
     here = []
     for t in tools:
+        only = getattr(ctx.args, "only", {}).get(t.id)
+        if only is not None and sc.id not in only:
+            continue  # --only: this tool is not asked in this scenario
         why = skip_reason(sc, t)
         if why:
             res["skipped"][t.id] = why
