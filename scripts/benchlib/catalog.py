@@ -88,6 +88,7 @@ TOOLS = [
     Tool("unpatched-m16", "unpatched", "-m 16", default=False),
     Tool("unpatched-W", "unpatched", "-W", default=False),
     Tool("patched-W", "patched", "-W", default=False),
+    Tool("patched-p", "patched", "-p", default=False),
     # glibc's malloc gives large freed buffers back to the kernel (trim,
     # or munmap above the mmap threshold): a tool that allocates one
     # buffer per request (libnfs 4 per READ reply) page-faults on every
