@@ -72,9 +72,24 @@ for c in "bad-time:1.13 (time)" "bad-count:17 (count)" "noname:names no run"; do
     fi
 done
 
-# The posting itself: every commit message of patches/ and the cover letter
-if "$top/scripts/check-numbers" > "$tmp/out" 2>&1; then
-    ok "every number in patches/ and docs/cover-letter.md is in its named run ($(grep -c 'number(s), all in' "$tmp/out") texts with numbers)"
+# --one-run: two good messages that quote two different runs fail it
+cp "$tmp/build/bench/fake-run.json" "$tmp/build/bench/fake-run2.json"
+"$top/scripts/check-numbers" --save "$tmp/build/bench/fake-run2.json" \
+    --results "$tmp/res" >/dev/null
+sed 's|build/bench/fake-run.json|build/bench/fake-run2.json|' "$tmp/good.patch" > "$tmp/good2.patch"
+if "$top/scripts/check-numbers" --one-run --results "$tmp/res" "$tmp/good.patch" \
+        "$tmp/good.patch" > "$tmp/out" 2>&1 &&
+   ! "$top/scripts/check-numbers" --one-run --results "$tmp/res" "$tmp/good.patch" \
+        "$tmp/good2.patch" > "$tmp/out2" 2>&1 && grep -q 'runs, not one' "$tmp/out2"; then
+    ok "--one-run passes texts that quote one run and fails texts that quote two"
+else
+    fail "--one-run:"; sed 's/^/    /' "$tmp/out" "$tmp/out2"
+fi
+
+# The posting itself: every commit message of patches/ and the cover
+# letter, all from one run
+if "$top/scripts/check-numbers" --one-run > "$tmp/out" 2>&1; then
+    ok "every number in patches/ and docs/cover-letter.md is in one named run ($(grep -c 'number(s), all in' "$tmp/out") texts with numbers; $(grep -o '(v[^)]*)\|([a-z0-9-]*)$' "$tmp/out" | tail -1))"
 else
     fail "the posting quotes numbers that are not in its named runs:"
     grep -E '^(FAIL|    )' "$tmp/out" | sed 's/^/    /'
