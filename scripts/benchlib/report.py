@@ -326,9 +326,9 @@ def only_table(main):
     hdr = ["tool"] + [s["id"] for s in scen]
     rows = ["| " + " | ".join(hdr) + " |", "|" + " --- |" * len(hdr)]
     summ = [summarize(s) for s in scen]
+    labels = {t["id"]: t["label"] for s in scen for t in s["tools"]}
     for tid in only:
-        label = TOOL_BY_ID[tid].label if tid in TOOL_BY_ID else tid
-        cells = [label]
+        cells = [labels.get(tid, tid)]
         for sm in summ:
             v = sm.get(tid)
             cells.append(f"{v['wall']:.2f} ({v['wall_min']:.2f}-{v['wall_max']:.2f})"
@@ -535,6 +535,7 @@ def write_doc(main, sweep, docs_dir, workdir, quick=False):
             if res.get("wrong") or res.get("failed"):
                 out += ["**This run had failures** (their timings are not in the tables): "
                         + "; ".join(res.get("wrong", []) + res.get("failed", [])), ""]
+            hide = set(res.get("only") or {})  # step builds: their own table
             for s in res["scenarios"]:
                 sz = res["sizes"].get(QCOW2_OF.get(s["input"], s["input"]))
                 out += [f"### {s['id']}: {s['title']}", "",
@@ -545,7 +546,6 @@ def write_doc(main, sweep, docs_dir, workdir, quick=False):
                 first = [r for r in s["runs"] if r["rep"] == 1]
                 if first and first[0].get("servers"):
                     out += ["    " + c for c in first[0]["servers"]]
-                hide = set(res.get("only") or {})
                 for r in first:
                     if r["tool"] not in seen and r["tool"] not in hide:
                         seen.add(r["tool"])
