@@ -82,6 +82,7 @@ TOOLS = [
     Tool("patched-m64-in-order", "patched", "-m 64", default=False),
     Tool("patched-m512-in-order", "patched", "-m 512", default=False),
     Tool("patched-m512-W", "patched", "-m 512 -W", default=False),
+    Tool("patched-m1", "patched", "-m 1", default=False),
     Tool("patched-m8", "patched", "-m 8", default=False),
     Tool("patched-m16", "patched", "-m 16", default=False),
     Tool("patched-m32", "patched", "-m 32", default=False),
