@@ -5,7 +5,7 @@
 # base already contains, and record all of it in the changelog.
 # Runs on a copy of the tooling with two tiny fake "QEMU" releases, so it
 # takes seconds and needs no QEMU tree.
-# shellcheck disable=SC2015 # 'test && ok || fail': ok never fails
+# shellcheck disable=SC2015,SC2030,SC2031 # 'test && ok || fail': ok never fails; the git identity is set in subshells on purpose
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=tests/lib.sh
@@ -123,6 +123,64 @@ diff -r "$tmp/first" "$b" >"$tmp/diff" 2>&1 && ok "the regenerated backport is b
     { fail "the regenerated backport differs:"; sed 's/^/    /' "$tmp/diff"; }
 [ "$(grep -c '^## ' "$p/docs/changelog.md")" = 1 ] && ok "one changelog entry per replay of the day, not one per run" ||
     fail "changelog has $(grep -c '^## ' "$p/docs/changelog.md") entries"
+
+# 3b. An upstream change that the backport carries before the series
+# (patches/backports/1.1.0/upstream/) becomes its first patch; a pin
+# move (section 5) does not take it.
+u=$tmp/upstream-src
+cp -R "$tmp/rel/qemu-1.1.0" "$u"
+(
+    cd "$u"
+    git init -q
+    git add -A
+    export GIT_AUTHOR_NAME=Tester GIT_AUTHOR_EMAIL=t@example.org \
+           GIT_COMMITTER_NAME=Tester GIT_COMMITTER_EMAIL=t@example.org \
+           GIT_AUTHOR_DATE=2026-01-02T03:04:05Z GIT_COMMITTER_DATE=2026-01-02T03:04:05Z
+    git commit -q -m base
+    printf 'static int c;\n' > io.c
+    git add io.c
+    git commit -q -F - <<'EOF2'
+io: add c
+
+What a later release has and the series relies on: the backport carries
+it before the series.
+
+Signed-off-by: Tester <t@example.org>
+EOF2
+    git format-patch -q --zero-commit --no-signature -N --no-renames --stat=72 --abbrev=12 -o "$b/upstream" HEAD~1..
+)
+rc=0
+"$p/scripts/rebase-series" --backport --no-check 1.1.0 >"$tmp/out" 2>&1 || rc=$?
+[ $rc = 0 ] && ok "a replay with an upstream change succeeds" || { fail "the replay with an upstream change exited $rc:"; sed 's/^/    /' "$tmp/out"; }
+[ "$(tr '\n' ' ' < "$b/series")" = "0001-io-add-c.patch 0002-qemu-img-allow-more-coroutines.patch " ] &&
+    ok "the upstream change is the backport's first patch" || fail "backport series: $(tr '\n' ' ' < "$b/series")"
+expect "the changelog names it" "$p/docs/changelog.md" "patch 1, io: add c: upstream change carried before the series (patches/backports/1.1.0/upstream/)"
+expect "the series' patch is numbered after it" "$p/docs/changelog.md" "patch 2, qemu-img: allow more coroutines: conflicts resolved in git: qemu-img.c"
+# One that does not apply stops the replay, and says what to do.
+cat > "$b/upstream/0002-block-rename-zz.patch" <<'EOF2'
+From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001
+From: Tester <t@example.org>
+Date: Fri, 2 Jan 2026 03:04:05 +0000
+Subject: [PATCH] block: rename zz
+
+Signed-off-by: Tester <t@example.org>
+---
+ block.c | 2 +-
+ 1 file changed, 1 insertion(+), 1 deletion(-)
+
+diff --git a/block.c b/block.c
+--- a/block.c
++++ b/block.c
+@@ -1,2 +1,2 @@
+-static int zz;
++static int yy;
+ static int b = 2;
+EOF2
+rc=0
+"$p/scripts/rebase-series" --backport --no-check 1.1.0 >"$tmp/out" 2>&1 || rc=$?
+[ $rc = 1 ] && ok "an upstream change that does not apply stops the replay" || fail "it exited $rc"
+expect "and says what to do" "$tmp/out" "the upstream change 0002-block-rename-zz.patch does not apply on QEMU 1.1.0; if QEMU 1.1.0 has it, remove it from patches/backports/1.1.0/upstream/ and start over"
+rm "$b/upstream/0002-block-rename-zz.patch"
 
 # 4. Hand-editing the backport is refused.
 rc=0
