@@ -346,7 +346,10 @@ def machine_block(m):
     return "\n".join([
         f"- date: {m['date']}",
         f"- CPU: {m['cpu']}, nproc {m['nproc']}, memory {m['mem_total_mib']} MiB",
-        f"- kernel: {m['kernel']}",
+        f"- kernel: {m['kernel']}"
+        + (f"; unix socket send buffer: default {m['wmem_default']} bytes, "
+           f"SO_SNDBUF capped at {m['wmem_max']} (net.core.wmem_default, "
+           "wmem_max)" if m.get("wmem_max") else ""),
         f"- load average (1, 5, 15 min) at start: "
         f"{', '.join(f'{x:.2f}' for x in m['loadavg_start'])}; at end: "
         f"{', '.join(f'{x:.2f}' for x in m.get('loadavg_end', []))}",

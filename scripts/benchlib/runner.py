@@ -81,6 +81,11 @@ def machine_info():
         "cpu": cpu,
         "kernel": platform.release(),
         "mem_total_mib": os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // MiB,
+        # unix socket send buffers: the default, and the cap of SO_SNDBUF
+        # (QEMU >= 10.1 asks for 2 MiB on NBD sockets; nbdkit and libnbd
+        # keep the default), bytes
+        "wmem_default": _sysctl_int("net/core/wmem_default"),
+        "wmem_max": _sysctl_int("net/core/wmem_max"),
         "loadavg_start": os.getloadavg(),
         "qemu_img_unpatched": first_line([qemu_bin("unpatched"), "--version"]),
         "qemu_img_patched": first_line([qemu_bin("patched"), "--version"]),
@@ -93,6 +98,15 @@ def machine_info():
                                ("tgt", "nfs-ganesha", "rpcbind", "libnfs13",
                                 "libiscsi7")),
     }
+
+
+def _sysctl_int(name):
+    """/proc/sys/NAME as an int, or None where it cannot be read."""
+    try:
+        with open(f"/proc/sys/{name}") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _deb_version(pkg):
