@@ -5,7 +5,7 @@
 # base already contains, and record all of it in the changelog.
 # Runs on a copy of the tooling with two tiny fake "QEMU" releases, so it
 # takes seconds and needs no QEMU tree.
-# shellcheck disable=SC2015,SC2030,SC2031 # 'test && ok || fail': ok never fails; the git identity is set in subshells on purpose
+# shellcheck disable=SC2015 # 'test && ok || fail': ok never fails
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=tests/lib.sh
@@ -52,17 +52,24 @@ mkrel 1.0.0
 mkrel 1.1.0
 mv "$p/upstream/qemu-1.0.0.conf" "$p/upstream/qemu.conf"
 
-# The series on 1.0.0, made with git (never by hand).
-g=$tmp/series-src
-cp -R "$tmp/rel/qemu-1.0.0" "$g"
-(
-    cd "$g"
+# git_base DIR (in a subshell): make DIR a git repository of its files,
+# one commit "base", as the tester (whose identity the caller's later
+# commits keep)
+git_base() {
+    cd "$1"
     git init -q
     git add -A
     export GIT_AUTHOR_NAME=Tester GIT_AUTHOR_EMAIL=t@example.org \
            GIT_COMMITTER_NAME=Tester GIT_COMMITTER_EMAIL=t@example.org \
            GIT_AUTHOR_DATE=2026-01-02T03:04:05Z GIT_COMMITTER_DATE=2026-01-02T03:04:05Z
     git commit -q -m base
+}
+
+# The series on 1.0.0, made with git (never by hand).
+g=$tmp/series-src
+cp -R "$tmp/rel/qemu-1.0.0" "$g"
+(
+    git_base "$g"
     sed -i 's|int m = 16;|int m = 512;|' qemu-img.c
     git commit -q -a -F - <<'EOF'
 qemu-img: allow more coroutines
@@ -130,13 +137,7 @@ diff -r "$tmp/first" "$b" >"$tmp/diff" 2>&1 && ok "the regenerated backport is b
 u=$tmp/upstream-src
 cp -R "$tmp/rel/qemu-1.1.0" "$u"
 (
-    cd "$u"
-    git init -q
-    git add -A
-    export GIT_AUTHOR_NAME=Tester GIT_AUTHOR_EMAIL=t@example.org \
-           GIT_COMMITTER_NAME=Tester GIT_COMMITTER_EMAIL=t@example.org \
-           GIT_AUTHOR_DATE=2026-01-02T03:04:05Z GIT_COMMITTER_DATE=2026-01-02T03:04:05Z
-    git commit -q -m base
+    git_base "$u"
     printf 'static int c;\n' > io.c
     git add io.c
     git commit -q -F - <<'EOF2'
