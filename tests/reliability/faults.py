@@ -62,6 +62,9 @@ from common import run, nbd_uri  # noqa: E402
 KiB = 1024
 MiB = 1024 * KiB
 CHUNK = 2 * MiB           # convert's copy buffer (IO_BUF_SIZE): a data chunk
+# To or from an NBD export the patched engine shares its copy buffers
+# between the coroutines instead (patches 49-51): see nbd_chunk()
+NBD_MIN_PIPELINED = 512 * KiB   # the NBD client's min_pipelined_transfer
 CLUSTER = 64 * KiB        # the qcow2 targets' cluster: the chunk with -c
 SIZE = 9 * MiB + 3584     # a multiple of neither 64k nor 2 MiB
 TIMEOUT = 60
@@ -101,17 +104,31 @@ def layout(path):
     return out
 
 
-def copy_chunks(path):
+def nbd_chunk(mode):
+    """The data chunk size, in bytes, of a copy between a raw file and an
+    NBD export with the convert options @mode (a list with "-m N"): the
+    copy buffers (min(N, 16) chunks of CHUNK) shared between min(N, 64)
+    chunks, rounded down to a power of two, at least the NBD client's
+    NBD_MIN_PIPELINED, at most CHUNK (qemu-img.c, convert_pipeline_chunks()).
+    CHUNK for N up to 16, so also what the unpatched engine (-m <= 16,
+    CHUNK always) does there."""
+    m = int(mode[mode.index("-m") + 1])
+    share = min(m, 16) * CHUNK // min(m, 64)
+    return max(NBD_MIN_PIPELINED, min(CHUNK, 1 << (share.bit_length() - 1)))
+
+
+def copy_chunks(path, chunk=CHUNK):
     """[(start, end, is_data)]: the chunks qemu-img convert copies a raw
     source in (no -c, no -B, default -S), in both engines: each data or
     hole extent is known whole (one status query, see STATUS_SEGMENT); a
-    data extent is read and written in chunks of the CHUNK buffer from its
-    start; a hole is one chunk (zeroes take no buffer), written with one
+    data extent is read and written in chunks of @chunk bytes (CHUNK, the
+    copy buffer; nbd_chunk() to or from an NBD export) from its start; a
+    hole is one chunk (zeroes take no buffer), written with one
     write-zeroes request when the target is not known to be zero."""
     out = []
     for s, e, is_data in layout(path):
         if is_data:
-            out += [(c, min(c + CHUNK, e), True) for c in range(s, e, CHUNK)]
+            out += [(c, min(c + chunk, e), True) for c in range(s, e, chunk)]
         else:
             out.append((s, e, False))
     return out
@@ -543,12 +560,15 @@ class Suite:
                         why = "the block status requests the server failed (nbdkit log)"
                     else:
                         # the chunk of the copy that the failed request is
-                        # part of: 2 MiB chunks of a data source (one read
-                        # or write request each), a whole hole for zeroes
-                        chunks = copy_chunks(src)
+                        # part of: data chunks of nbd_chunk() bytes (one
+                        # read or write request each), a whole hole for
+                        # zeroes
+                        size = nbd_chunk(mode)
+                        chunks = copy_chunks(src, size)
                         want = [c[:2] for c in chunks for q in failed if c[0] <= q[0] < c[1]]
-                        why = (f"the chunks (2 MiB data chunks, or whole holes for zeroes) of the "
-                               f"{NBD_KIND[kind]} requests the server failed (nbdkit log)")
+                        why = (f"the chunks ({size // KiB} KiB data chunks, or whole holes for "
+                               f"zeroes) of the {NBD_KIND[kind]} requests the server failed "
+                               "(nbdkit log)")
                     problems = self.check_run(r, d, before, 1, exp, expect_one_of(want, why))
                     if len(failed) != injected:
                         problems.append(f"nbdkit log shows {len(failed)} failed {NBD_KIND[kind]} "
@@ -684,7 +704,7 @@ class Suite:
                        else r"error while writing at byte (?P<off>\d+)")
                 # the chunk whose read (write) the kill failed: one that
                 # convert had handed out and the server had not completed.
-                # Chunks (2 MiB, one request each; the source is data
+                # Chunks (nbd_chunk(), one request each; the source is data
                 # throughout) are handed out in ascending order, at most
                 # M at once (-m M), one more each time one completes; the
                 # kill comes at the first request, 300 ms before any can
@@ -692,7 +712,7 @@ class Suite:
                 # requests the log shows completed) less the completed
                 # ones: with -m 1 exactly chunk 0, one chunk wide.
                 m = int(mode[mode.index("-m") + 1])
-                chunks = [c[:2] for c in copy_chunks(src)]
+                chunks = [c[:2] for c in copy_chunks(src, nbd_chunk(mode))]
                 reqs = nbd_requests(nlog, word.split()[0])
                 done = {c for c in chunks for q in reqs if q[2] == 0 and c[0] <= q[0] < c[1]}
                 want = [c for c in chunks[:m + len(done)] if c not in done]
